@@ -1,0 +1,138 @@
+"""Shared defaults for every gcd_jax experiment.
+
+Every field the library reads is defined here, with a comment. Experiment files call
+``get_config()`` and override a few fields; ``--config.section.field=value`` overrides
+any of them from the command line, and an unknown field is an error (the dict is locked).
+
+Reference values (marked *ref*) are those of the authors' PyTorch implementation.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    # ---------------------------------------------------------------- data
+    c.data = d = ml_collections.ConfigDict()
+    d.name = "demo"  # 'demo' | 'cityscapes' | 'celeba': selects the TFDS builder.
+    d.builder_config = ""  # TFDS builder config (stored resolution); '' = the builder's default.
+    d.data_dir = ""  # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets).
+    d.manual_dir = ""  # Folder holding the raw dataset files (Cityscapes zips, CelebA folders).
+    d.image_size = (32, 32)  # (H, W) the model sees; images resized with a filter, labels nearest.
+    d.num_classes = 8  # K, number of layout classes (Cityscapes 20, CelebA 19).
+    d.train_split = "train"
+    d.eval_split = "validation"
+    d.augment = (
+        "flip"  # 'none' | 'flip' | 'resized_crop' (rescale in crop_scale, crop, flip) *ref*.
+    )
+    d.crop_scale = (1.0, 1.2)  # Random rescale range for 'resized_crop' *ref*.
+    d.caption_fraction = (
+        1.0  # Fraction of training images that keep their text (0.25/0.5/1.0 *ref*).
+    )
+    d.seed = 0  # Seed of the data order, augmentation and caption choice (separate from the model).
+    d.shuffle_buffer = 1024  # Examples in the shuffle buffer.
+    d.num_demo_examples = 4096  # Size of the procedurally generated demo training split.
+
+    # ---------------------------------------------------------------- text
+    c.text = t = ml_collections.ConfigDict()
+    t.encoder = "learned"  # 'learned' (byte-level transformer, trained) | 't5' (frozen T5 encoder).
+    t.t5_name = "t5-large"  # Hugging Face model name or local folder for the T5 encoder *ref*.
+    t.max_length = 256  # Maximum number of text tokens; longer captions are truncated *ref*.
+    t.embed_dim = 64  # Output width D of the learned encoder (T5 width comes from its checkpoint).
+    t.depth = 2  # Transformer layers of the learned encoder.
+    t.heads = 4  # Attention heads of the learned encoder.
+    t.ff_mult = 4  # Hidden width of the learned encoder's MLP, in multiples of embed_dim.
+    t.drop_prob = 0.1  # Probability of replacing the text by the learned null text *ref*.
+
+    # ---------------------------------------------------------------- model
+    c.model = m = ml_collections.ConfigDict()
+    m.joint = True  # True: GCDP (image + layout); False: image-only Gaussian diffusion (ablation).
+    m.sr = False  # True: super-resolution U-Net conditioned on a low-resolution image and layout.
+    m.lowres_size = (
+        0,
+        0,
+    )  # (H, W) of the low-resolution input of the SR U-Net; unused when sr=False.
+    m.dim = 128  # Base channel width *ref*.
+    m.dim_mults = (1, 2, 4, 8)  # Channel multiplier per level *ref*.
+    m.num_res_blocks = (2, 4, 8, 8)  # Residual blocks per level *ref*.
+    m.attn_levels = (False, True, True, True)  # Self-attention per level *ref*.
+    m.cross_attn_levels = (False, True, True, True)  # Text cross-attention per level *ref*.
+    m.attn_heads = 8  # Attention heads *ref*.
+    m.attn_dim_head = 64  # Width of one attention head *ref*.
+    m.ff_mult = 2.0  # Feed-forward expansion in transformer blocks *ref*.
+    m.num_groups = 8  # GroupNorm groups *ref*.
+    m.cross_embed_kernels = (3, 7, 15)  # Kernel sizes of the cross-embedding first layer *ref*.
+    m.num_time_tokens = 2  # Time tokens appended to the text tokens *ref*.
+    m.num_latents = 32  # Perceiver resampler latents *ref*.
+    m.resampler_depth = 2  # Perceiver resampler layers *ref*.
+    m.label_embed_dim = 3  # Channels of the learned embedding of the noisy layout *ref*.
+    m.num_mean_pooled_latents = 4  # Resampler latents derived from the mean-pooled text *ref*.
+    m.resampler_max_len = 512  # Positions of the resampler's learned position embedding *ref*.
+    m.resampler_ff_mult = 4.0  # Feed-forward expansion inside the resampler *ref*.
+    # The reference's two middle blocks use fixed 8 x 64 cross-attention, not attn_heads/dim_head.
+    m.mid_cross_attn_heads = 8
+    m.mid_cross_attn_dim_head = 64
+    m.time_sinu_dim = 16  # Learned sinusoidal features of the log-SNR embedding *ref*.
+    m.dtype = (
+        "float32"  # Compute dtype: 'float32' (CPU) | 'bfloat16' (accelerators); params stay f32.
+    )
+
+    # ---------------------------------------------------------------- diffusion
+    c.diffusion = f = ml_collections.ConfigDict()
+    f.noise_schedule = "linear"  # Image log-SNR schedule: 'linear' | 'cosine' | 'cosine_p' *ref*.
+    f.noise_schedule_lbl = "linear"  # Layout schedule (may differ from the image's) *ref*.
+    f.cosine_p = 1.0  # Exponent p of 'cosine_p'.
+    f.num_timesteps = 1000  # T of the categorical variational-bound grid *ref*.
+    f.t_max = 0.999  # Training times are drawn from U(0, t_max) *ref*.
+    f.p2_k = 1.0  # P2 weight (k + exp(logsnr))^-gamma *ref*.
+    f.p2_gamma = 0.5
+    f.lambda_img = 1.0  # Weight of the image (epsilon-MSE) term *ref*.
+    f.lambda_lbl = 1.0  # Weight of the layout (variational bound) term *ref*.
+    f.lowres_aug_t_max = 0.999  # SR: training augmentation time of the low-res input ~ U(0, this).
+
+    # ---------------------------------------------------------------- optimizer
+    c.optim = o = ml_collections.ConfigDict()
+    o.learning_rate = 1.2e-4  # Adam learning rate *ref*.
+    o.b1 = 0.9
+    o.b2 = 0.99  # *ref*
+    o.eps = 1e-8
+    o.warmup_steps = 0  # Linear learning-rate warm-up; 0 disables it.
+    o.grad_clip = 0.0  # Global-norm gradient clipping; 0 disables it.
+    o.ema_decay = 0.9999  # EMA of the parameters *ref*.
+    o.ema_warmup = True  # EMA decay min(decay, (1 + step) / (10 + step)).
+
+    # ---------------------------------------------------------------- training
+    c.train = r = ml_collections.ConfigDict()
+    r.seed = 0  # Root RNG key of the model (init, time draws, noise, text dropout).
+    r.global_batch_size = (
+        32  # Examples per step over all devices *ref*; per-device batch is derived.
+    )
+    r.grad_accum_steps = 1  # Micro-batches per step (global batch must divide by it).
+    r.num_steps = 300_000  # *ref*
+    r.log_every = 100  # Steps between metric logs.
+    r.ckpt_every = 5000  # Steps between checkpoints (one is always written at exit).
+    r.keep_checkpoints = 3  # Checkpoints kept in the workdir.
+    r.sample_every = 10_000  # Steps between sample grids; 0 disables them.
+    r.num_sample_images = 8  # Samples in each training-time grid.
+
+    # ---------------------------------------------------------------- sampling
+    c.sample = s = ml_collections.ConfigDict()
+    s.num_steps = 100  # Ancestral steps on the uniform grid 1 -> 0 *ref*.
+    s.guidance_scale = 3.0  # Classifier-free guidance w on both heads *ref*.
+    s.threshold_p = 0.95  # Dynamic-thresholding quantile *ref*.
+    s.noise_schedule = ""  # Image schedule at sampling time; '' = diffusion.noise_schedule.
+    s.noise_schedule_lbl = (
+        ""  # Layout schedule at sampling time; '' = diffusion.noise_schedule_lbl.
+    )
+    s.resample_steps = 5  # RePaint resamplings per step in outpainting *ref*.
+    s.lowres_aug_t = 0.2  # SR: fixed augmentation time of the low-res condition *ref*.
+    s.batch_size = 8  # Samples per compiled call.
+    s.use_ema = True  # Sample with the EMA parameters *ref*.
+
+    # ---------------------------------------------------------------- evaluation
+    c.eval = e = ml_collections.ConfigDict()
+    e.num_samples = 64  # Generated pairs scored by --mode evaluate.
+    e.num_examples_png = 4  # Best and worst examples shown in the report PNG.
+
+    return c
