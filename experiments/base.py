@@ -16,23 +16,28 @@ def get_config() -> ml_collections.ConfigDict:
     # ---------------------------------------------------------------- data
     c.data = d = ml_collections.ConfigDict()
     d.name = "demo"  # 'demo' | 'cityscapes' | 'celeba': selects the TFDS builder.
-    d.builder_config = ""  # TFDS builder config (stored resolution); '' = the builder's default.
+    # TFDS builder config = stored resolution: cityscapes 256x512 | 128x256 | full, celeba
+    # 256x256 | 128x128 | full; '' = the first of these. The demo (always 32x32) ignores it.
+    d.builder_config = ""
     d.data_dir = ""  # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets).
-    d.manual_dir = ""  # Folder holding the raw dataset files (Cityscapes zips, CelebA folders).
+    d.manual_dir = ""  # Raw files (Cityscapes zips, CelebA folders); if set, builds on first use.
     d.image_size = (32, 32)  # (H, W) the model sees; images resized with a filter, labels nearest.
     d.num_classes = 8  # K, number of layout classes (Cityscapes 20, CelebA 19).
     d.train_split = "train"
-    d.eval_split = "validation"
-    d.augment = (
-        "flip"  # 'none' | 'flip' | 'resized_crop' (rescale in crop_scale, crop, flip) *ref*.
-    )
+    d.eval_split = ""  # Held-out split; '' = the dataset's own (validation; CelebA: test).
+    # 'none' | 'flip' | 'resized_crop' (rescale in crop_scale, crop, resize, flip), applied to image
+    # and layout alike. *ref*: Cityscapes 'resized_crop', CelebA 'flip'. The demo does not flip:
+    # its captions say "on the left" / "on the right".
+    d.augment = "none"
     d.crop_scale = (1.0, 1.2)  # Random rescale range for 'resized_crop' *ref*.
     d.caption_fraction = (
         1.0  # Fraction of training images that keep their text (0.25/0.5/1.0 *ref*).
     )
     d.seed = 0  # Seed of the data order, augmentation and caption choice (separate from the model).
-    d.shuffle_buffer = 1024  # Examples in the shuffle buffer.
-    d.num_demo_examples = 4096  # Size of the procedurally generated demo training split.
+    d.num_workers = 8  # Threads decoding and augmenting examples (order stays deterministic).
+    d.num_demo_examples = (
+        4096  # Demo training scenes (validation: max(64, this // 8)); generated on first use.
+    )
 
     # ---------------------------------------------------------------- text
     c.text = t = ml_collections.ConfigDict()
@@ -90,6 +95,10 @@ def get_config() -> ml_collections.ConfigDict:
     f.lambda_img = 1.0  # Weight of the image (epsilon-MSE) term *ref*.
     f.lambda_lbl = 1.0  # Weight of the layout (variational bound) term *ref*.
     f.lowres_aug_t_max = 0.999  # SR: training augmentation time of the low-res input ~ U(0, this).
+    f.lowres_noise_schedule = "linear"  # SR: schedule noising the low-res image and layout *ref*.
+    # SR: jax.image.resize method taking the image to model.lowres_size and back (the layout is
+    # always nearest); the reference resizes images nearest too.
+    f.lowres_resize = "bilinear"
 
     # ---------------------------------------------------------------- optimizer
     c.optim = o = ml_collections.ConfigDict()

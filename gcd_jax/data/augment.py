@@ -1,0 +1,72 @@
+"""Augmentations applied identically to an image and its layout.
+
+Every augmentation maps (image uint8 [h, w, 3], label uint8 [h, w], size (H, W), crop_scale, rng)
+to (image uint8 [H, W, 3], label uint8 [H, W]): the image is resampled with a bicubic filter
+(antialiased when shrinking), the layout with nearest neighbour over the same source region.
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) source region, in pixels.
+Augmentation = Callable[
+    [np.ndarray, np.ndarray, tuple[int, int], tuple[float, float], np.random.Generator],
+    tuple[np.ndarray, np.ndarray],
+]
+
+
+def resize_pair(
+    image: np.ndarray, label: np.ndarray, size: tuple[int, int], box: Box | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maps the region `box` (default: everything) of image and layout onto (H, W) = `size`."""
+    h, w = label.shape
+    if box is None:
+        if (h, w) == tuple(size):
+            return image, label
+        box = (0.0, 0.0, float(w), float(h))
+    out = (size[1], size[0])
+    image = Image.fromarray(image).resize(out, Image.Resampling.BICUBIC, box=box)
+    label = Image.fromarray(label).resize(out, Image.Resampling.NEAREST, box=box)
+    return np.asarray(image), np.asarray(label)
+
+
+def _maybe_flip(image, label, rng):
+    if rng.random() < 0.5:
+        return image[:, ::-1], label[:, ::-1]
+    return image, label
+
+
+def _none(image, label, size, crop_scale, rng):
+    return resize_pair(image, label, size)
+
+
+def _flip(image, label, size, crop_scale, rng):
+    image, label = resize_pair(image, label, size)
+    return _maybe_flip(image, label, rng)
+
+
+def _resized_crop(image, label, size, crop_scale, rng):
+    # Rescale by s ~ U(crop_scale), crop back to the original size, resize, flip (*ref*): the
+    # same as resizing a random window 1/s of the image, done in one resampling.
+    s = rng.uniform(*crop_scale)
+    h, w = label.shape
+    crop_h, crop_w = h / s, w / s
+    y0, x0 = rng.uniform(0.0, h - crop_h), rng.uniform(0.0, w - crop_w)
+    image, label = resize_pair(image, label, size, (x0, y0, x0 + crop_w, y0 + crop_h))
+    return _maybe_flip(image, label, rng)
+
+
+AUGMENTATIONS: dict[str, Augmentation] = {
+    "none": _none,
+    "flip": _flip,
+    "resized_crop": _resized_crop,
+}
+
+
+def augmentation(name: str) -> Augmentation:
+    """The augmentation `config.data.augment` names; ValueError listing the known ones."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augmentation {name!r}; expected one of {sorted(AUGMENTATIONS)}.")
+    return AUGMENTATIONS[name]

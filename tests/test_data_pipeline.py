@@ -1,0 +1,161 @@
+"""Input pipeline on the demo scenes: batches, augmentation, caption fraction, resuming, hosts."""
+
+import numpy as np
+import pytest
+
+from experiments.base import get_config
+from gcd_jax.data import classes, pipeline, scenes, sources
+
+NUM_TRAIN = 64  # Demo validation: max(64, 64 // 8) = 64.
+LENGTH = 160  # Byte tokens; every demo caption fits.
+DEMO = classes.dataset_info("demo")
+
+
+def byte_tokenize(captions):
+    """A stand-in tokenizer: UTF-8 bytes, zero-padded; mask = non-padding."""
+    tokens = np.zeros((len(captions), LENGTH), np.int32)
+    for i, caption in enumerate(captions):
+        data = caption.encode()[:LENGTH]
+        tokens[i, : len(data)] = list(data)
+    return tokens, tokens > 0
+
+
+def detokenize(tokens, mask):
+    return bytes(tokens[mask].astype(np.uint8).tolist()).decode()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def make_config(data_dir, batch=16, **data):
+    config = get_config()
+    config.data.data_dir = data_dir
+    config.data.num_demo_examples = NUM_TRAIN
+    config.data.num_workers = 2
+    config.train.global_batch_size = batch
+    for key, value in data.items():
+        setattr(config.data, key, value)
+    return config
+
+
+def take(config, steps, start_step=0, **kwargs):
+    iterator = pipeline.create_train_iterator(config, byte_tokenize, start_step, **kwargs)
+    batches = [next(iterator) for _ in range(steps)]
+    assert iterator.step == start_step + steps
+    iterator.close()
+    return batches
+
+
+def test_batch_shapes_dtypes_ranges(data_dir):
+    (batch,) = take(make_config(data_dir, augment="none"), 1)
+    assert set(batch) == {"image", "label", "tokens", "mask", "has_text"}
+    assert batch["image"].shape == (16, 32, 32, 3) and batch["image"].dtype == np.float32
+    assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+    assert batch["label"].shape == (16, 32, 32) and batch["label"].dtype == np.int32
+    assert 0 <= batch["label"].min() and batch["label"].max() < 8
+    assert batch["tokens"].shape == (16, LENGTH) and batch["tokens"].dtype == np.int32
+    assert batch["mask"].shape == (16, LENGTH) and batch["mask"].dtype == bool
+    assert batch["has_text"].shape == (16,) and batch["has_text"].all()
+    # Image and layout of each example belong together, and its caption names its classes.
+    np.testing.assert_array_equal(scenes.segment_demo(batch["image"]), batch["label"])
+    for i in range(16):
+        caption = detokenize(batch["tokens"][i], batch["mask"][i])
+        assert DEMO.caption_classes(caption) == sorted(set(np.unique(batch["label"][i])) - {0})
+
+
+def test_flip_moves_image_and_layout_together(data_dir):
+    plain = take(make_config(data_dir, augment="none", batch=32), 1)[0]
+    flipped = take(make_config(data_dir, augment="flip", batch=32), 1)[0]
+    np.testing.assert_array_equal(scenes.segment_demo(flipped["image"]), flipped["label"])
+    kinds = []
+    for i in range(32):
+        same = np.array_equal(flipped["label"][i], plain["label"][i])
+        mirrored = np.array_equal(flipped["label"][i], plain["label"][i][:, ::-1])
+        image = plain["image"][i] if same else plain["image"][i][:, ::-1]
+        np.testing.assert_array_equal(flipped["image"][i], image)
+        assert same or mirrored
+        kinds.append(same and not mirrored)
+    assert any(kinds) and not all(kinds)
+
+
+def test_resized_crop_keeps_image_and_layout_aligned(data_dir):
+    config = make_config(data_dir, augment="resized_crop", image_size=(24, 48))
+    (batch,) = take(config, 1)
+    assert batch["image"].shape == (16, 24, 48, 3) and batch["label"].shape == (16, 24, 48)
+    # Resampling blends object borders, so the segmenter agrees on almost, not all, pixels.
+    assert (scenes.segment_demo(batch["image"]) == batch["label"]).mean() > 0.95
+
+
+def test_caption_fraction_is_exact_and_fixed(data_dir):
+    config = make_config(data_dir, augment="none", caption_fraction=0.25)
+    source = sources.open_split(config, "train")
+    by_image = {}
+    for i in range(len(source)):
+        ex = source[i]
+        captions = [c.decode() if isinstance(c, bytes) else c for c in ex["captions"]]
+        by_image[ex["image"].tobytes()] = (i, captions)
+    batches = take(config, 2 * NUM_TRAIN // 16)  # Two epochs.
+    with_text = [set(), set()]
+    for step, batch in enumerate(batches):
+        images = np.rint((batch["image"] + 1) * 127.5).astype(np.uint8)
+        for j in range(16):
+            index, captions = by_image[images[j].tobytes()]
+            if batch["has_text"][j]:
+                with_text[step * 16 // NUM_TRAIN].add(index)
+                assert detokenize(batch["tokens"][j], batch["mask"][j]) in captions
+            else:
+                assert not batch["mask"][j].any()  # The null text: an empty caption.
+    assert len(with_text[0]) == NUM_TRAIN // 4
+    assert with_text[0] == with_text[1]
+    # Every example appears once per epoch.
+    first_epoch = [
+        by_image[im.tobytes()][0]
+        for b in batches[: NUM_TRAIN // 16]
+        for im in np.rint((b["image"] + 1) * 127.5).astype(np.uint8)
+    ]
+    assert sorted(first_epoch) == list(range(NUM_TRAIN))
+
+
+def test_resuming_at_step_k_gives_batch_k(data_dir):
+    # Batches of 24 over 64 examples: batch 2 straddles the first epoch boundary.
+    config = make_config(data_dir, batch=24, augment="resized_crop", caption_fraction=0.5)
+    full = take(config, 6)
+    resumed = take(config, 3, start_step=3)
+    for a, b in zip(full[3:], resumed, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    again = take(config, 1)[0]
+    np.testing.assert_array_equal(again["image"], full[0]["image"])
+    other_seed = take(make_config(data_dir, batch=24, augment="resized_crop", seed=1), 1)[0]
+    assert not np.array_equal(other_seed["image"], full[0]["image"])
+
+
+def test_hosts_split_the_global_batch(data_dir):
+    config = make_config(data_dir, augment="flip", caption_fraction=0.5)
+    whole = take(config, 3, start_step=2)
+    hosts = [take(config, 3, start_step=2, process_index=p, process_count=2) for p in range(2)]
+    for step in range(3):
+        assert hosts[0][step]["image"].shape[0] == 8
+        for key in whole[step]:
+            joined = np.concatenate([hosts[0][step][key], hosts[1][step][key]])
+            np.testing.assert_array_equal(joined, whole[step][key])
+    with pytest.raises(ValueError, match="does not split"):
+        pipeline.create_train_iterator(config, byte_tokenize, process_index=0, process_count=3)
+
+
+def test_eval_examples(data_dir):
+    config = make_config(data_dir)
+    examples = pipeline.load_eval_examples(config, 10)
+    assert examples["image"].shape == (10, 32, 32, 3) and examples["label"].shape == (10, 32, 32)
+    np.testing.assert_array_equal(scenes.segment_demo(examples["image"]), examples["label"])
+    for caption, label in zip(examples["captions"], examples["label"], strict=True):
+        assert DEMO.caption_classes(caption) == sorted(set(np.unique(label)) - {0})
+    assert len(pipeline.load_eval_examples(config, 1000)["image"]) == 64  # the whole split
+    assert sources.eval_split(config) == "validation"
+
+
+def test_unknown_augmentation(data_dir):
+    with pytest.raises(ValueError, match="resized_crop"):
+        pipeline.create_train_iterator(make_config(data_dir, augment="rotate"), byte_tokenize)
