@@ -143,5 +143,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval = e = ml_collections.ConfigDict()
     e.num_samples = 64  # Generated pairs scored by --mode evaluate.
     e.num_examples_png = 4  # Best and worst examples shown in the report PNG.
+    # A class is "present" in a label map from this fraction of its pixels (0.005 = 5 of 32x32):
+    # stray pixels of sampling noise or segmenter edges do not count as an object.
+    e.min_class_fraction = 0.005
+    # Features of the fidelity metric (gcd_jax.evaluate.FEATURES): 'colour_pixels' = 4x4 RGB
+    # thumbnail + 4x4x4 RGB histogram, a weight-free FID proxy (Inception: pass a callable).
+    e.features = "colour_pixels"
 
     return c

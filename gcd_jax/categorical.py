@@ -70,9 +70,15 @@ def q_posterior(
 
 
 def sample(key: jax.Array, log_probs: jax.Array) -> jax.Array:
-    """Gumbel-max draw from ``Cat(exp(log_probs))``: ``[..., K]`` -> int32 labels ``[...]``."""
-    gumbel = jax.random.gumbel(key, log_probs.shape, log_probs.dtype)
-    return jnp.argmax(log_probs + gumbel, axis=-1).astype(jnp.int32)
+    """Gumbel-max draw from ``Cat(exp(log_probs))``: ``[..., K]`` -> int32 labels ``[...]``.
+
+    The noise is drawn for the flattened ``[N, K]`` array (so a draw equals that of its flattened
+    input): XLA:CPU compiles high-rank random draws many times slower than low-rank ones.
+    """
+    flat = log_probs.reshape(-1, log_probs.shape[-1])
+    gumbel = jax.random.gumbel(key, flat.shape, flat.dtype)
+    labels = jnp.argmax(flat + gumbel, axis=-1).astype(jnp.int32)
+    return labels.reshape(log_probs.shape[:-1])
 
 
 def kl(log_p: jax.Array, log_q: jax.Array) -> jax.Array:

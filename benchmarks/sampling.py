@@ -1,0 +1,148 @@
+"""Seconds per guided denoising step of the sampler (guidance 3: cond + null in one forward).
+
+Two ways of running ``N`` ancestral steps of the real U-Net, both timed after compilation:
+the compiled loop (``sampling.sample_pairs``: one ``lax.scan`` program) and a Python loop of a
+jitted ``sampling.reverse_step``; and the guided U-Net forward alone (batch doubled: cond + null),
+the floor of a step. Per-step figures are medians over interleaved repeats; "first" columns include compilation. Parameters are random
+(shapes from ``jax.eval_shape``, values drawn in NumPy: no compiled init); the text is T5-large
+width (1024) at the config's ``text.max_length`` tokens.
+
+Configs: ``tiny`` (DESIGN §4: dim 32, mults (1, 2, 4), one res block per level, self- and cross-
+attention at level 3 only, 2 heads of 32, K = 8, 32×32, batch 8) and ``cityscapes`` (the reference
+base U-Net, 128×256, batch 1; its compiles take minutes).
+
+    python -m benchmarks.sampling                  # both
+    python -m benchmarks.sampling tiny --steps 10 --repeats 5
+"""
+
+import argparse
+import importlib
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gcd_jax import sampling
+from gcd_jax.models import build_unet, guided_apply, input_specs
+
+TEXT_DIM = 1024
+GUIDANCE = 3.0
+# Seconds per guided step of the reference PyTorch implementation (two forwards per step).
+REFERENCE = {"tiny": 0.0955, "cityscapes": 6.37}
+TARGET = {"tiny": 0.03, "cityscapes": 2.5}
+
+
+def tiny_config():
+    config = importlib.import_module("experiments.base").get_config()
+    config.data.image_size, config.data.num_classes = (32, 32), 8
+    m = config.model
+    m.dim, m.dim_mults, m.num_res_blocks = 32, (1, 2, 4), (1, 1, 1)
+    m.attn_levels = m.cross_attn_levels = (False, False, True)
+    m.attn_heads, m.attn_dim_head = 2, 32
+    return config, 8
+
+
+def cityscapes_config():
+    return importlib.import_module("experiments.cityscapes").get_config(), 1
+
+
+CONFIGS = {"tiny": tiny_config, "cityscapes": cityscapes_config}
+
+
+def random_variables(model, specs, seed=0):
+    shapes = jax.eval_shape(lambda k: model.init(k, **specs), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf):
+        scale = 1 / np.sqrt(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 0.02
+        return jnp.asarray(rng.standard_normal(leaf.shape, np.float32) * scale)
+
+    return jax.tree.map(draw, shapes)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def measure(name, steps, repeats):
+    config, batch = CONFIGS[name]()
+    config.sample.num_steps = steps
+    size = tuple(config.data.image_size)
+    model = build_unet(config)
+    text_len = config.text.max_length
+    specs = input_specs(model, batch, size, text_len, TEXT_DIM)
+    specs = {k: None if v is None else jnp.zeros(v.shape, v.dtype) for k, v in specs.items()}
+    variables = random_variables(model, specs)
+    params = sum(x.size for x in jax.tree.leaves(variables))
+    denoise = sampling.guided_denoiser(guided_apply, model, variables, GUIDANCE)
+    rng = np.random.default_rng(1)
+    cond = {
+        "text": jnp.asarray(rng.standard_normal((batch, text_len, TEXT_DIM), np.float32)),
+        "text_mask": jnp.ones((batch, text_len), bool),
+    }
+    sampler = sampling.Sampler.from_config(config)
+    shape, key = (batch, *size), jax.random.key(0)
+
+    loop = lambda: sampling.sample_pairs(sampler, denoise, cond, key, shape)
+    step = jax.jit(sampling.reverse_step, static_argnums=0)
+    forward = jax.jit(lambda d, x, y, t: d(x, y, jnp.full((batch,), t), cond))
+    state, times = sampling.initial_state(sampler, key, shape), sampling.time_grid(steps)
+    keys = jax.random.split(key, steps)
+
+    def python_loop():
+        x, y = state
+        for n in range(steps):
+            x, y = step(sampler, denoise, x, y, times[n], times[n + 1], keys[n], cond)
+        return x, y
+
+    def forwards():
+        return [forward(denoise, *state, times[n]) for n in range(steps)]
+
+    first = {name: timed(fn) for name, fn in (("loop", loop), ("step", python_loop))}
+    timed(forwards)
+    # Interleaved rounds: the CPU is shared, so its load drifts during the run.
+    rounds = [[timed(fn) / steps for fn in (loop, python_loop, forwards)] for _ in range(repeats)]
+    per_step_loop, per_step_python, per_forward = (
+        statistics.median(c) for c in zip(*rounds, strict=True)
+    )
+    return dict(
+        name=name,
+        forward=per_forward,
+        shape="x".join(map(str, shape)),
+        params=params,
+        compile_loop=first["loop"],
+        compile_step=first["step"],
+        loop=per_step_loop,
+        python=per_step_python,
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=0, help="N; 0 = 10 (tiny), 2 (cityscapes)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"devices: {jax.devices()}")
+    print(
+        "| config | B x H x W | params | first call loop s | first Python loop s | s/step compiled loop "
+        "| s/step Python loop | s/guided forward alone | reference s/step | target |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.names:
+        steps = args.steps or {"tiny": 10, "cityscapes": 2}[name]
+        r = measure(name, steps, args.repeats)
+        print(
+            f"| {r['name']} | {r['shape']} | {r['params']:,} | {r['compile_loop']:.1f} "
+            f"| {r['compile_step']:.1f} | {r['loop']:.4f} | {r['python']:.4f} | {r['forward']:.4f} "
+            f"| {REFERENCE[name]} | <= {TARGET[name]} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""``--mode evaluate``: text–image correspondence and fidelity of a checkpoint's samples.
+
+    python run.py --mode evaluate --config experiments/demo.py --workdir /tmp/demo
+
+Samples ``eval.num_samples`` pairs for the captions of the held-out split (cycled if the split is
+smaller), then scores them with the functions of ``metrics``:
+
+* ``alignment_miou`` / ``alignment_pixel_accuracy``: generated layout vs the segmenter's
+  prediction on the generated image (joint model and a segmenter only);
+* ``recall_image`` / ``precision_image``: classes the prompt names vs classes in the segmentation
+  of the generated image (segmenter only); ``recall_layout`` / ``precision_layout``: the same vs
+  the generated layout (joint model only);
+* ``fid_{eval.features}``: Fréchet distance between real held-out and generated images in a
+  feature space (``colour_pixels``: the weight-free proxy ``metrics.colour_pixel_features``; pass
+  ``features=`` an Inception callable to ``evaluate_main`` for the usual FID).
+
+Writes ``{workdir}/eval/step_{S}/report.json``, ``report.md`` and ``examples.png`` (best pairs on
+top, worst below, by per-sample alignment mIoU, else recall).
+"""
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from gcd_jax import metrics, sample, viz
+from gcd_jax.data import classes, pipeline, scenes
+
+Segmenter = Callable[[np.ndarray], np.ndarray]  # images [N, H, W, 3] in [-1, 1] -> int [N, H, W]
+
+# Segmenters of generated images, by config.data.name; datasets without one skip those metrics.
+SEGMENTERS: dict[str, Segmenter] = {"demo": scenes.segment_demo}
+
+# Weight-free feature networks for the fidelity metric, by config.eval.features.
+FEATURES: dict[str, metrics.FeatureFn] = {"colour_pixels": metrics.colour_pixel_features}
+
+
+def feature_network(name: str) -> metrics.FeatureFn:
+    """The ``FEATURES`` entry ``name``; ValueError naming the known ones."""
+    if name not in FEATURES:
+        raise ValueError(f"Unknown eval.features {name!r}; expected one of {sorted(FEATURES)}.")
+    return FEATURES[name]
+
+
+def held_out(config: ml_collections.ConfigDict, num: int) -> tuple[list[str], np.ndarray]:
+    """``num`` prompts (held-out captions, cycled) and the real held-out images ``[n, H, W, 3]``."""
+    examples = pipeline.load_eval_examples(config, num)
+    captions = [str(c) for c in examples["captions"]]
+    if len(captions) < num:
+        logging.info("evaluate: %d held-out captions, cycling them to %d", len(captions), num)
+    return [captions[i % len(captions)] for i in range(num)], examples["image"]
+
+
+def generate_with_progress(
+    config: ml_collections.ConfigDict, loaded: sample.Loaded, prompts: list[str], key: jax.Array
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``sample.generate`` one compiled batch at a time, logging progress. Same outputs."""
+    size, images, layouts = config.sample.batch_size, [], []
+    t0 = time.perf_counter()
+    for i, start in enumerate(range(0, len(prompts), size)):
+        chunk = prompts[start : start + size]
+        x, y = sample.generate(config, loaded, chunk, jax.random.fold_in(key, i))
+        images.append(x)
+        layouts.append(y)
+        done = start + len(chunk)
+        logging.info(
+            "evaluate: sampled %d / %d pairs (%.0f s)", done, len(prompts), time.perf_counter() - t0
+        )
+    return np.concatenate(images), None if layouts[0] is None else np.concatenate(layouts)
+
+
+def score_pairs(
+    info: classes.DatasetInfo,
+    prompts: list[str],
+    images: np.ndarray,
+    layouts: np.ndarray | None,
+    segmenter: Segmenter | None,
+    min_fraction: float,
+) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
+    """Correspondence metrics of generated pairs.
+
+    Args:
+      images: float ``[N, H, W, 3]`` in [−1, 1]; layouts: int ``[N, H, W]`` or None (image-only).
+      segmenter: labels images, or None (the segmenter-based metrics are skipped and logged).
+      min_fraction: pixel fraction from which a class counts as present.
+
+    Returns:
+      (pooled metrics by name, per-sample arrays ``[N]`` / ``per_class_iou`` ``[K]`` /
+      ``segmented`` ``[N, H, W]``, reasons for skipped metrics).
+    """
+    k = info.num_classes
+    nameable = np.isin(np.arange(k), list(info.keywords)) & (np.arange(k) != info.ignore_class)
+    named = metrics.named_classes(prompts, info.caption_classes, k)
+    scores, arrays, skipped = {}, {"named": named}, []
+    label_maps = {}
+    if segmenter is None:
+        skipped.append(f"no segmenter for dataset {info.name!r}: alignment and *_image skipped")
+    else:
+        label_maps["image"] = arrays["segmented"] = np.asarray(segmenter(images), np.int32)
+    if layouts is None:
+        skipped.append("image-only model (model.joint=False): alignment and *_layout skipped")
+    else:
+        label_maps["layout"] = layouts
+    for skip in skipped:
+        logging.warning("evaluate: %s", skip)
+    for source, labels in label_maps.items():
+        present = metrics.present_classes(labels, k, min_fraction)
+        result = metrics.recall_precision(named, present, nameable)
+        scores[f"recall_{source}"] = result["recall"]
+        scores[f"precision_{source}"] = result["precision"]
+        arrays[f"recall_{source}"], arrays[f"present_{source}"] = result["sample_recall"], present
+    if len(label_maps) == 2:
+        result = metrics.alignment(layouts, label_maps["image"], k, info.ignore_class)
+        scores["alignment_miou"] = result["miou"]
+        scores["alignment_pixel_accuracy"] = result["pixel_accuracy"]
+        arrays["miou"], arrays["per_class_iou"] = result["sample_miou"], result["per_class_iou"]
+    return scores, arrays, skipped
+
+
+def ranking_score(arrays: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
+    """The per-sample score examples are ranked by: alignment mIoU, else recall (image, layout)."""
+    for name in ("miou", "recall_image", "recall_layout"):
+        if name in arrays:
+            return name, arrays[name]
+    return None
+
+
+def best_and_worst(score: np.ndarray, num: int) -> tuple[list[int], list[int]]:
+    """Indices of the ``num`` highest (best first) and ``num`` lowest (worst first) finite scores;
+    samples without a score (NaN: e.g. nothing named) are in neither."""
+    finite = np.flatnonzero(np.isfinite(score))
+    order = finite[np.argsort(-score[finite], kind="stable")]
+    return order[:num].tolist(), order[::-1][:num].tolist()
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _names(info: classes.DatasetInfo, row: np.ndarray) -> list[str]:
+    return [info.class_names[i] for i in np.flatnonzero(row)]
+
+
+def per_class_iou(info: classes.DatasetInfo, arrays: dict) -> dict[str, float | None]:
+    """{class name: IoU or None}, empty when alignment was skipped."""
+    if "per_class_iou" not in arrays:
+        return {}
+    return {
+        name: _finite_or_none(v)
+        for name, v in zip(info.class_names, arrays["per_class_iou"], strict=True)
+    }
+
+
+def sample_records(info, prompts, arrays) -> list[dict]:
+    """One JSON-ready record per sample: prompt, named/present classes and its scores."""
+    records = []
+    for i, prompt in enumerate(prompts):
+        record = {"index": i, "prompt": prompt, "named": _names(info, arrays["named"][i])}
+        for source in ("image", "layout"):
+            if f"present_{source}" in arrays:
+                record[f"{source}_classes"] = _names(info, arrays[f"present_{source}"][i])
+                record[f"recall_{source}"] = _finite_or_none(arrays[f"recall_{source}"][i])
+        if "miou" in arrays:
+            record["miou"] = _finite_or_none(arrays["miou"][i])
+        records.append(record)
+    return records
+
+
+def markdown_report(report: dict) -> str:
+    """A Markdown summary: settings, a metric table and the per-class IoU table."""
+    lines = [
+        f"# Evaluation: step {report['checkpoint_step']}",
+        "",
+        f"dataset `{report['dataset']}`, joint={report['joint']}, {report['num_samples']} samples, "
+        f"guidance {report['guidance_scale']}, {report['sample_steps']} sampling steps, "
+        f"seed {report['seed']}, class present from {report['min_class_fraction']:.3g} of pixels.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for name, value in report["metrics"].items():
+        lines.append(f"| {name} | {'n/a' if value is None else f'{value:.4f}'} |")
+    if report["per_class_iou"]:
+        lines += ["", "| class | IoU |", "|---|---|"]
+        for name, value in report["per_class_iou"].items():
+            lines.append(f"| {name} | {'n/a' if value is None else f'{value:.4f}'} |")
+    if report["skipped"]:
+        lines += ["", "Skipped:"] + [f"- {reason}" for reason in report["skipped"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(outdir: str, report: dict) -> None:
+    """``report.json`` (NaN written as null) and ``report.md`` under ``outdir``."""
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, allow_nan=False)
+    with open(os.path.join(outdir, "report.md"), "w") as f:
+        f.write(markdown_report(report))
+
+
+def examples_png(path, info, images, label_rows, best, worst) -> None:
+    """Best pairs (image row, layout row) above the worst pairs, one PNG."""
+    grids = [
+        viz.make_grid(viz.image_to_uint8(images[idx]), label_rows[idx], info.palette)
+        for idx in (best, worst)
+        if idx
+    ]
+    if grids:
+        viz.save_png(path, np.concatenate(grids, axis=0))
+
+
+def evaluate_main(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    seed: int = 0,
+    step: int | None = None,
+    features: metrics.FeatureFn | None = None,
+) -> str:
+    """Samples, scores and writes the report; returns ``{workdir}/eval/step_{S}``.
+
+    ``features``: an images -> ``[N, F]`` callable (e.g. Inception-v3 pool features from weights
+    you have) replacing ``eval.features`` for the fidelity metric.
+    """
+    e = config.eval
+    info = classes.dataset_info(config.data.name)
+    feature_name = "user_features" if features is not None else e.features
+    features = features if features is not None else feature_network(e.features)
+    loaded = sample.load(config, workdir, step)
+    prompts, real = held_out(config, e.num_samples)
+    logging.info("evaluate: step %d, %d prompts", loaded.step, len(prompts))
+    images, layouts = generate_with_progress(config, loaded, prompts, jax.random.key(seed))
+    segmenter = SEGMENTERS.get(config.data.name)  # absent -> skipped, logged in score_pairs
+    scores, arrays, skipped = score_pairs(
+        info, prompts, images, layouts, segmenter, e.min_class_fraction
+    )
+    scores[f"fid_{feature_name}"] = metrics.fid(real, images, features)
+    ranked = ranking_score(arrays)
+    best, worst = best_and_worst(ranked[1], e.num_examples_png) if ranked else ([], [])
+    report = {
+        "checkpoint_step": loaded.step,
+        "seed": seed,
+        "dataset": config.data.name,
+        "joint": config.model.joint,
+        "num_samples": len(prompts),
+        "num_real": len(real),
+        "guidance_scale": config.sample.guidance_scale,
+        "sample_steps": config.sample.num_steps,
+        "min_class_fraction": e.min_class_fraction,
+        "metrics": {name: _finite_or_none(value) for name, value in scores.items()},
+        "per_class_iou": per_class_iou(info, arrays),
+        "ranked_by": ranked[0] if ranked else None,
+        "best": best,
+        "worst": worst,
+        "skipped": skipped,
+        "samples": sample_records(info, prompts, arrays),
+    }
+    outdir = os.path.join(workdir, "eval", f"step_{loaded.step}")
+    write_report(outdir, report)
+    rows = layouts if layouts is not None else arrays.get("segmented")
+    if rows is not None:
+        examples_png(os.path.join(outdir, "examples.png"), info, images, rows, best, worst)
+    logging.info("evaluate: %s", json.dumps(report["metrics"]))
+    logging.info("evaluate: report in %s", outdir)
+    return outdir

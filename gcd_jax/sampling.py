@@ -1,0 +1,412 @@
+"""Ancestral sampling of image–layout pairs, cross-modal outpainting (RePaint) and the SR cascade.
+
+Time runs on the uniform grid ``t_n = 1 − n/N``, ``n = 0..N``; step ``n`` goes from ``t = t_n`` to
+``s = t_{n+1}``. The denoiser is conditioned on the image log-SNR ``λ_img(t)`` (as in training, see
+``gcd_jax.joint``). Each step (DESIGN §3):
+
+- image: ``x̂_0 = (x_t − σ_t ε̂)/α_t``, dynamically thresholded; ``x_s`` drawn from the Gaussian
+  posterior ``q(x_s | x_t, x̂_0)``; at ``s = 0`` the sample is ``x̂_0`` itself (no noise);
+- layout: ``y_s`` by Gumbel-max from ``q(y_s | y_t, softmax(logits))`` between the label
+  schedule's ``t`` and ``s``; at ``s = 0`` the argmax of the predicted ``y_0``. (The reference
+  implementation instead takes one 1/1000 grid step of the layout per sampling step.)
+
+The whole loop is one compiled program (``lax.scan``). Denoisers are passed to it as pytrees, so
+that their parameters are arguments of the compiled program rather than constants baked into it:
+``jax.tree_util.Partial`` and ``functools.partial`` (whose bound arguments must then be arrays or
+pytrees of arrays) are traced through; any other callable is static, its closure baked in.
+
+RNG: ``key -> (init, steps)``; ``init -> (image, layout)``; ``steps -> N`` step keys; a step key
+``-> (image noise, layout Gumbel)``. In outpainting a step key ``-> R`` pass keys, each
+``-> (known, reverse step, re-noise)`` and known / re-noise ``-> (image, layout)``. Gaussian noise
+is drawn flat (``joint.standard_normal``), layouts by ``categorical.sample``.
+"""
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh
+
+from gcd_jax import categorical, gaussian, joint, schedules, sharding
+
+# ``denoise(x_t [B,H,W,3], y_t [B,H,W] int32 | None, logsnr [B], cond) -> (eps_hat [B,H,W,3],
+# logits [B,H,W,K] | None)``; ``cond`` is any pytree of batch-leading arrays (text embeddings,
+# masks, SR conditioning), passed through untouched.
+Denoiser = Callable[..., tuple[jax.Array, jax.Array | None]]
+Pair = tuple[jax.Array, jax.Array | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """Sampling settings, read from the config; a static argument of the compiled sampler (equal
+    configs give equal samplers, which share compiled programs).
+
+    Attributes:
+      image_logsnr, label_logsnr: sampling schedules (``sample.noise_schedule(_lbl)``, '' = the
+        training schedules).
+      num_classes: K. joint: False for the image-only model (the layout is skipped: None).
+      num_steps: N. threshold_p: dynamic-thresholding quantile. resample_steps: RePaint R.
+      lowres_logsnr, lowres_aug_t, lowres_resize: SR conditioning (training's low-res schedule and
+        image resize method, the fixed augmentation time ``sample.lowres_aug_t``).
+    """
+
+    image_logsnr: schedules.Schedule
+    label_logsnr: schedules.Schedule
+    num_classes: int
+    joint: bool
+    num_steps: int
+    threshold_p: float
+    resample_steps: int
+    lowres_logsnr: schedules.Schedule
+    lowres_aug_t: float
+    lowres_resize: str
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "Sampler":
+        f, s = config.diffusion, config.sample
+        if s.num_steps < 1 or s.resample_steps < 1:
+            raise ValueError("sample.num_steps and sample.resample_steps must be >= 1.")
+        return cls(
+            image_logsnr=joint.NamedSchedule(s.noise_schedule or f.noise_schedule, f.cosine_p),
+            label_logsnr=joint.NamedSchedule(
+                s.noise_schedule_lbl or f.noise_schedule_lbl, f.cosine_p
+            ),
+            num_classes=config.data.num_classes,
+            joint=config.model.joint,
+            num_steps=s.num_steps,
+            threshold_p=s.threshold_p,
+            resample_steps=s.resample_steps,
+            lowres_logsnr=joint.NamedSchedule(f.lowres_noise_schedule, f.cosine_p),
+            lowres_aug_t=s.lowres_aug_t,
+            lowres_resize=joint.check_resize_method(f.lowres_resize),
+        )
+
+
+# ------------------------------------------------------------------ denoisers
+@dataclasses.dataclass(frozen=True)
+class _GuidedCall:
+    """Static part of a guided denoiser: compared by value, so the compiled sampler is reused."""
+
+    guided_apply: Callable[..., Pair]
+    model: Hashable
+
+    def __call__(self, variables, guidance_scale, x_t, y_t, logsnr, cond):
+        return self.guided_apply(
+            self.model, variables, x_t, y_t, logsnr, guidance_scale=guidance_scale, **cond
+        )
+
+
+def guided_denoiser(
+    guided_apply: Callable[..., Pair], model: Hashable, variables: Any, guidance_scale: float
+) -> Denoiser:
+    """Classifier-free-guided denoiser over a model's batched cond + null forward.
+
+    Args:
+      guided_apply: ``guided_apply(model, variables, x_t, y_t, logsnr, *, guidance_scale,
+        **cond)``, e.g. ``gcd_jax.models.unet.guided_apply``; ``cond`` holds ``text``,
+        ``text_mask`` and, for the SR U-Net, ``lowres_image``, ``lowres_label``, ``lowres_logsnr``.
+      model: the (hashable) module. variables: e.g. ``{'params': ema_params}``.
+      guidance_scale: ``w``; ``1`` is the conditional model. A traced leaf: changing it does not
+        recompile.
+    """
+    scale = jnp.asarray(guidance_scale, jnp.float32)
+    return jax.tree_util.Partial(_GuidedCall(guided_apply, model), variables, scale)
+
+
+def _as_pytree(denoise: Denoiser) -> jax.tree_util.Partial:
+    if isinstance(denoise, jax.tree_util.Partial):
+        return denoise
+    if isinstance(denoise, functools.partial):
+        return jax.tree_util.Partial(denoise.func, *denoise.args, **denoise.keywords)
+    return jax.tree_util.Partial(denoise)
+
+
+# ------------------------------------------------------------------ one step
+def time_grid(num_steps: int) -> jax.Array:
+    """``[N + 1]`` float32 times ``1 − n/N``, from 1 down to exactly 0."""
+    return (num_steps - jnp.arange(num_steps + 1, dtype=jnp.float32)) / num_steps
+
+
+def initial_state(sampler: Sampler, key: jax.Array, shape: tuple[int, int, int]) -> Pair:
+    """``x_1 ~ N(0, I)`` ``[B, H, W, 3]`` and ``y_1`` uniform ``[B, H, W]`` (None if not joint)."""
+    k_image, k_label = jax.random.split(key)
+    x = joint.standard_normal(k_image, (*shape, 3))
+    if not sampler.joint:
+        return x, None
+    # Drawn flat, like ``joint.standard_normal``, for compilation speed.
+    y = jax.random.randint(k_label, (math.prod(shape),), 0, sampler.num_classes)
+    return x, y.reshape(shape)
+
+
+def reverse_step(
+    sampler: Sampler,
+    denoise: Denoiser,
+    x_t: jax.Array,
+    y_t: jax.Array | None,
+    t: jax.Array,
+    s: jax.Array,
+    key: jax.Array,
+    cond: Any,
+) -> Pair:
+    """One ancestral step ``t -> s`` (scalars, ``s < t``; ``s = 0`` is the last step).
+
+    Returns ``x_s`` ``[B, H, W, 3]`` and ``y_s`` int32 ``[B, H, W]`` (None if not joint).
+    """
+    batch = x_t.shape[0]
+    logsnr_t = jnp.full((batch,), sampler.image_logsnr(t))
+    logsnr_s = jnp.full((batch,), sampler.image_logsnr(s))
+    is_last = s <= 0
+    k_image, k_label = jax.random.split(key)
+    eps_hat, logits = denoise(x_t, y_t, logsnr_t, cond)
+
+    x0_hat = gaussian.predict_x0(x_t, eps_hat.astype(jnp.float32), logsnr_t)
+    x0_hat = gaussian.dynamic_threshold(x0_hat, sampler.threshold_p)
+    mean, variance = gaussian.q_posterior(x0_hat, x_t, logsnr_t, logsnr_s)
+    noise = joint.standard_normal(k_image, x_t.shape)
+    x_s = jnp.where(is_last, x0_hat, mean + jnp.sqrt(variance) * noise)
+    if not sampler.joint:
+        return x_s, None
+
+    log_y0_hat = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    log_post = categorical.q_posterior(
+        log_y0_hat,
+        categorical.index_to_log_onehot(y_t, sampler.num_classes),
+        sampler.label_logsnr(t),
+        sampler.label_logsnr(s),
+    )
+    y_argmax = jnp.argmax(log_y0_hat, axis=-1).astype(jnp.int32)
+    y_s = jnp.where(is_last, y_argmax, categorical.sample(k_label, log_post))
+    return x_s, y_s
+
+
+def _scan_steps(sampler: Sampler, step: Callable[..., Pair], state: Pair, key: jax.Array) -> Pair:
+    """Runs ``step(x_t, y_t, t, s, key) -> (x_s, y_s)`` over the grid in one ``lax.scan``."""
+    times = time_grid(sampler.num_steps)
+    keys = jax.random.split(key, sampler.num_steps)
+
+    def body(carry, xs):
+        t, s, k = xs
+        return step(*carry, t, s, k), None
+
+    state, _ = jax.lax.scan(body, state, (times[:-1], times[1:], keys))
+    return state
+
+
+def _constrain(tree: Any, mesh: Mesh | None) -> Any:
+    """Shards every batch-leading array of ``tree`` over the mesh's ``data`` axis."""
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, sharding.batch_sharded(mesh))
+
+
+# ------------------------------------------------------------------ sampling
+@functools.partial(jax.jit, static_argnames=("sampler", "shape", "mesh"))
+def _sample(sampler, denoise, cond, key, shape, mesh):
+    k_init, k_steps = jax.random.split(key)
+    state = _constrain(initial_state(sampler, k_init, shape), mesh)
+    cond = _constrain(cond, mesh)
+    step = lambda x, y, t, s, k: reverse_step(sampler, denoise, x, y, t, s, k, cond)
+    return _scan_steps(sampler, step, state, k_steps)
+
+
+def sample_pairs(
+    sampler: Sampler,
+    denoise: Denoiser,
+    cond: Any,
+    key: jax.Array,
+    shape: tuple[int, int, int],
+    mesh: Mesh | None = None,
+) -> Pair:
+    """Samples image–layout pairs, the whole N-step loop as one compiled program.
+
+    Args:
+      sampler: ``Sampler.from_config``. denoise: see ``Denoiser`` (e.g. ``guided_denoiser``).
+      cond: pytree of batch-leading arrays passed to ``denoise`` (e.g. ``{'text', 'text_mask'}``).
+      key: PRNG key (see the module docstring for its splits).
+      shape: ``(B, H, W)``.
+      mesh: optional 1-D ``data`` mesh; the batch (initial noise, ``cond``, every step) is then
+        sharded over it. The samples do not depend on the mesh.
+    Returns:
+      images float32 ``[B, H, W, 3]`` in [−1, 1] and layouts int32 ``[B, H, W]`` (None if not
+      joint).
+    """
+    return _sample(sampler, _as_pytree(denoise), cond, key, tuple(shape), mesh)
+
+
+# ------------------------------------------------------------------ outpainting
+def renoise_logsnr(logsnr_t: jax.Array, logsnr_s: jax.Array) -> jax.Array:
+    """Log-SNR ``λ_{t|s}`` of the forward transition ``s -> t`` (``s < t``).
+
+    ``sigmoid(λ_{t|s}) = ᾱ_t / ᾱ_s = α_t² / α_s²``, so the kernels at ``λ_{t|s}`` give the
+    transition: ``gaussian.q_sample`` draws ``x_t = α_{t|s} x_s + σ_{t|s} ε`` (variance preserving:
+    ``σ_{t|s}² = σ_t² − α_{t|s}² σ_s² = 1 − α_{t|s}²``), ``categorical.q_probs`` gives
+    ``q(y_t | y_s) = Cat(ᾱ_{t|s} y_s + (1 − ᾱ_{t|s})/K)``.
+    """
+    log_keep = jnp.minimum(jax.nn.log_sigmoid(logsnr_t) - jax.nn.log_sigmoid(logsnr_s), 0.0)
+    return log_keep - categorical.log1mexp(log_keep)
+
+
+def _noise_known(sampler, known, x_t, y_t, t, key):
+    """Replaces the known region of each modality by the known data forward-noised to ``t``."""
+    k_image, k_label = jax.random.split(key)
+    noise = joint.standard_normal(k_image, x_t.shape)
+    x_known = gaussian.q_sample(known["image"], sampler.image_logsnr(t), noise)
+    x_t = jnp.where(known["image_mask"][..., None], x_known, x_t)
+    if sampler.joint:
+        log_y = categorical.index_to_log_onehot(known["label"], sampler.num_classes)
+        y_known = categorical.sample(k_label, categorical.q_probs(log_y, sampler.label_logsnr(t)))
+        y_t = jnp.where(known["label_mask"], y_known, y_t)
+    return x_t, y_t
+
+
+def _renoise(sampler, x_s, y_s, t, s, key):
+    """Draws ``x_t ~ q(x_t | x_s)`` and ``y_t ~ q(y_t | y_s)``: back from ``s`` to ``t``."""
+    k_image, k_label = jax.random.split(key)
+    noise = joint.standard_normal(k_image, x_s.shape)
+    x_t = gaussian.q_sample(
+        x_s, renoise_logsnr(sampler.image_logsnr(t), sampler.image_logsnr(s)), noise
+    )
+    if not sampler.joint:
+        return x_t, None
+    logsnr_ts = renoise_logsnr(sampler.label_logsnr(t), sampler.label_logsnr(s))
+    log_y = categorical.index_to_log_onehot(y_s, sampler.num_classes)
+    return x_t, categorical.sample(k_label, categorical.q_probs(log_y, logsnr_ts))
+
+
+def repaint_step(sampler, denoise, known, x_t, y_t, t, s, key, cond) -> Pair:
+    """One RePaint step ``t -> s`` with ``R = sampler.resample_steps`` passes: each pass replaces
+    the known regions at ``t`` and takes ``reverse_step``; every pass but the last re-noises the
+    result from ``s`` back to ``t``. ``known``: see ``outpaint``."""
+
+    def one_pass(x_t, y_t, k):
+        k_known, k_step, k_renoise = jax.random.split(k, 3)
+        x_t, y_t = _noise_known(sampler, known, x_t, y_t, t, k_known)
+        return reverse_step(sampler, denoise, x_t, y_t, t, s, k_step, cond), k_renoise
+
+    def resample(carry, k):
+        (x_s, y_s), k_renoise = one_pass(*carry, k)
+        return _renoise(sampler, x_s, y_s, t, s, k_renoise), None
+
+    keys = jax.random.split(key, sampler.resample_steps)
+    state, _ = jax.lax.scan(resample, (x_t, y_t), keys[:-1])
+    return one_pass(*state, keys[-1])[0]
+
+
+@functools.partial(jax.jit, static_argnames=("sampler", "mesh"))
+def _outpaint(sampler, denoise, cond, key, known, mesh):
+    k_init, k_steps = jax.random.split(key)
+    known, cond = _constrain(known, mesh), _constrain(cond, mesh)
+    state = _constrain(initial_state(sampler, k_init, known["image_mask"].shape), mesh)
+    step = lambda x, y, t, s, k: repaint_step(sampler, denoise, known, x, y, t, s, k, cond)
+    x, y = _scan_steps(sampler, step, state, k_steps)
+    x = jnp.where(known["image_mask"][..., None], known["image"], x)
+    if sampler.joint:
+        y = jnp.where(known["label_mask"], known["label"], y)
+    return x, y
+
+
+def outpaint(
+    sampler: Sampler,
+    denoise: Denoiser,
+    cond: Any,
+    key: jax.Array,
+    image: jax.Array,
+    image_mask: jax.Array,
+    label: jax.Array | None = None,
+    label_mask: jax.Array | None = None,
+    mesh: Mesh | None = None,
+) -> Pair:
+    """Cross-modal outpainting (RePaint): completes the unknown regions of both modalities.
+
+    Args:
+      sampler, denoise, cond, key, mesh: as in ``sample_pairs``.
+      image: known image float32 ``[B, H, W, 3]`` in [−1, 1] (values outside the mask unused).
+      image_mask: bool ``[B, H, W]``, True where the image is known.
+      label, label_mask: known layout int32 ``[B, H, W]`` and its mask; None: layout unknown.
+        Image known + layout unknown is text-guided segmentation; layout known + image unknown
+        (an all-False ``image_mask``) is semantic image synthesis.
+    Returns:
+      ``(images, layouts)`` as in ``sample_pairs``, equal to the known data inside the masks.
+    """
+    known = {"image": jnp.asarray(image, jnp.float32), "image_mask": jnp.asarray(image_mask, bool)}
+    if sampler.joint:
+        shape, unknown = known["image_mask"].shape, label is None
+        known["label"] = jnp.zeros(shape, jnp.int32) if unknown else jnp.asarray(label, jnp.int32)
+        known["label_mask"] = jnp.zeros(shape, bool) if unknown else jnp.asarray(label_mask, bool)
+    return _outpaint(sampler, _as_pytree(denoise), cond, key, known, mesh)
+
+
+# ------------------------------------------------------------------ super-resolution cascade
+def upsampled_condition(
+    sampler: Sampler,
+    image: jax.Array,
+    label: jax.Array | None,
+    size: tuple[int, int],
+    key: jax.Array,
+) -> dict[str, jax.Array | None]:
+    """The SR U-Net's low-res inputs from a low-res pair ``[B, h, w, 3]``/``[B, h, w]``: resized to
+    ``size`` and noised at the fixed time ``sampler.lowres_aug_t`` (``joint.lowres_condition``)."""
+    image_up, label_up = joint.resize_pair(
+        image, label if sampler.joint else None, size, sampler.lowres_resize
+    )
+    t_aug = jnp.full((image.shape[0],), sampler.lowres_aug_t, jnp.float32)
+    return joint.lowres_condition(
+        image_up, label_up, sampler.lowres_logsnr(t_aug), key, sampler.num_classes
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("sampler", "size", "mesh"))
+def _super_resolve(sampler, denoise, cond, key, image, label, size, mesh):
+    k_cond, k_sample = jax.random.split(key)
+    lowres = upsampled_condition(sampler, image, label, size, k_cond)
+    return _sample(sampler, denoise, {**cond, **lowres}, k_sample, (image.shape[0], *size), mesh)
+
+
+def super_resolve(
+    sampler: Sampler,
+    denoise: Denoiser,
+    cond: dict[str, Any],
+    key: jax.Array,
+    image: jax.Array,
+    label: jax.Array | None,
+    size: tuple[int, int],
+    mesh: Mesh | None = None,
+) -> Pair:
+    """The SR stage: samples ``size = (H, W)`` pairs conditioned on low-res ones.
+
+    Args:
+      sampler: the SR stage's ``Sampler``. denoise: the SR U-Net's denoiser; it receives ``cond``
+        merged with ``upsampled_condition``'s ``lowres_image``, ``lowres_label``, ``lowres_logsnr``.
+      cond: dict of batch-leading arrays (the SR U-Net's text conditioning).
+      key: split into (low-res condition, sampling).
+      image, label: low-res pair (base samples, or given data: "start at the SR stage").
+    """
+    return _super_resolve(sampler, _as_pytree(denoise), cond, key, image, label, tuple(size), mesh)
+
+
+def cascade(
+    base: Sampler,
+    sr: Sampler,
+    denoise_base: Denoiser,
+    denoise_sr: Denoiser,
+    cond_base: Any,
+    cond_sr: dict[str, Any],
+    key: jax.Array,
+    base_shape: tuple[int, int, int],
+    sr_size: tuple[int, int],
+    start: Pair | None = None,
+    mesh: Mesh | None = None,
+) -> tuple[Pair, Pair]:
+    """Base samples ``(B, h, w)`` -> SR samples ``(B, *sr_size)``; returns both stages' pairs.
+
+    ``start``: a given low-res pair replacing the base stage. ``key`` splits into (base, SR).
+    """
+    k_base, k_sr = jax.random.split(key)
+    if start is None:
+        start = sample_pairs(base, denoise_base, cond_base, k_base, base_shape, mesh)
+    return start, super_resolve(sr, denoise_sr, cond_sr, k_sr, *start, sr_size, mesh)

@@ -1,0 +1,50 @@
+"""Data parallelism in one place: a 1-D ``data`` mesh over every device of every host.
+
+The batch is sharded along ``data``, parameters and optimizer state are replicated; ``jax.jit``
+with these ``NamedSharding``s makes XLA average the gradients across devices.
+"""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh() -> Mesh:
+    """A mesh with one axis, ``data``, over ``jax.devices()`` (all hosts)."""
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over ``data``, other axes whole."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def per_device_batch(global_batch_size: int, mesh: Mesh) -> int:
+    """The batch each device sees; the global batch must split evenly."""
+    if global_batch_size % mesh.size:
+        raise ValueError(
+            f"train.global_batch_size={global_batch_size} must be divisible by the number of "
+            f"devices ({mesh.size})."
+        )
+    return global_batch_size // mesh.size
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Lays this host's part of the global batch on its devices along ``data``.
+
+    Args:
+      batch: host-local arrays ``[b, ...]`` with ``b = global batch / process count``.
+    Returns:
+      global ``jax.Array``s ``[B, ...]`` sharded over the mesh.
+    """
+    sharding = batch_sharded(mesh)
+    return {
+        name: jax.make_array_from_process_local_data(sharding, value)
+        for name, value in batch.items()
+    }

@@ -1,0 +1,249 @@
+"""Training: the train state, the optimizer, the data-parallel step and the loop.
+
+``train_step(state, batch, frozen) -> (state, metrics)`` is pure and jitted with the state donated;
+the batch is sharded over the ``data`` mesh axis and everything else is replicated, so the same code
+runs on one CPU, eight fake CPU devices, a GPU box or a TPU pod slice.
+"""
+
+import functools
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.flatten_util import ravel_pytree
+
+from gcd_jax import checkpoint, joint, sample, sharding, train_state
+from gcd_jax.data import pipeline
+from gcd_jax.metric_log import MetricLog
+from gcd_jax.networks import Networks, build_networks, count_params
+from gcd_jax.train_state import TrainState, init_state, make_optimizer
+
+PyTree = Any
+
+
+def _micro_batches(batch: dict, num: int) -> dict:
+    """``[B, ...]`` -> ``[num, B / num, ...]``; micro-batch i takes rows i, i + num, ..., so every
+    micro-batch keeps an equal share on each device of the data axis."""
+    return jax.tree.map(lambda x: x.reshape(-1, num, *x.shape[1:]).swapaxes(0, 1), batch)
+
+
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    frozen: PyTree,
+    *,
+    nets: Networks,
+    process: joint.Process,
+    optimizer: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on the global batch ``{image, label, tokens, mask, has_text}``.
+
+    RNG: ``fold_in(state.key, step)``, then per micro-batch; the process splits it by purpose.
+    Returns the new state and scalar metrics (means over the global batch, norms).
+    """
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+    num_micro = config.train.grad_accum_steps
+
+    def loss_fn(params, micro, micro_key):
+        text = nets.encode_text(params, frozen, micro["tokens"], micro["mask"])
+        inputs = dict(micro, text=text)
+        per_example = joint.loss(process, nets.denoiser(params), inputs, micro_key)  # [B]
+        return jnp.mean(per_example["loss"]), per_example
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if num_micro == 1:
+        grads, per_example = grad_fn(state.params, batch, key)
+    else:
+
+        def accumulate(total, xs):
+            micro, i = xs
+            grads, per_example = grad_fn(state.params, micro, jax.random.fold_in(key, i))
+            return jax.tree.map(jnp.add, total, grads), per_example
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        grads, per_example = jax.lax.scan(
+            accumulate, zeros, (_micro_batches(batch, num_micro), jnp.arange(num_micro))
+        )
+        grads = jax.tree.map(lambda g: g / num_micro, grads)
+    # The optimizer, the EMA and the norms work on one flat vector: a few large fused loops instead
+    # of several per parameter array, which keeps XLA's compile time small.
+    flat_params, unravel = ravel_pytree(state.params)
+    flat_grads, _ = ravel_pytree(grads)
+    updates, opt_state = optimizer.update(flat_grads, state.opt_state, flat_params)
+    flat_new = flat_params + updates
+    decay = train_state.ema_decay(config.optim, state.step)
+    flat_ema = decay * ravel_pytree(state.ema_params)[0] + (1.0 - decay) * flat_new
+    metrics = {name: jnp.mean(value) for name, value in per_example.items()}
+    metrics.update(
+        grad_norm=jnp.linalg.norm(flat_grads),
+        param_norm=jnp.linalg.norm(flat_new),
+        update_norm=jnp.linalg.norm(updates),
+    )
+    params, ema_params = unravel(flat_new), unravel(flat_ema)
+    new_state = state.replace(
+        step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
+    )
+    return new_state, metrics
+
+
+def compile_train_step(config, nets, process, optimizer, mesh, state, frozen):
+    """``jit`` of ``train_step`` with the batch sharded over ``data``, the rest replicated and the
+    state donated."""
+    step_fn = functools.partial(
+        train_step, nets=nets, process=process, optimizer=optimizer, config=config
+    )
+    replicated = sharding.replicated(mesh)
+    return jax.jit(
+        step_fn,
+        in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+
+
+class _Preemption:
+    """Turns SIGTERM (TPU preemption, ``kill``) into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+    """Raises ``ValueError`` for settings that cannot work, naming the field and what it needs."""
+    train = config.train
+    sharding.per_device_batch(train.global_batch_size, mesh)
+    if train.global_batch_size % (train.grad_accum_steps * mesh.size):
+        raise ValueError(
+            f"train.global_batch_size={train.global_batch_size} must be divisible by "
+            f"train.grad_accum_steps ({train.grad_accum_steps}) x devices ({mesh.size})."
+        )
+    factor = 2 ** len(config.model.dim_mults)
+    if any(s % factor for s in config.data.image_size):
+        raise ValueError(
+            f"data.image_size={tuple(config.data.image_size)} must be divisible by {factor} "
+            f"(2 ** len(model.dim_mults))."
+        )
+
+
+def _restore_or_init(ckpt, config, nets, optimizer, mesh):
+    """(state, next batch index): the latest checkpoint of the workdir, else a fresh state."""
+    init = functools.partial(init_state, nets=nets, optimizer=optimizer)
+    abstract = jax.eval_shape(init, jax.random.key(config.train.seed))
+    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+    if ckpt.latest_step() is None:
+        state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.train.seed))
+        return state, 0
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    return ckpt.restore(target)
+
+
+def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains (or resumes training in ``workdir``) until ``config.train.num_steps``.
+
+    Writes checkpoints every ``train.ckpt_every`` steps and at exit (also on SIGTERM), metrics every
+    ``train.log_every`` steps, and sample grids every ``train.sample_every`` steps.
+    """
+    mesh = sharding.make_mesh()
+    validate_config(config, mesh)
+    nets, process = build_networks(config), joint.Process.from_config(config)
+    optimizer = make_optimizer(config.optim)
+    ckpt = checkpoint.Checkpointer(workdir, config)
+    state, next_batch = _restore_or_init(ckpt, config, nets, optimizer, mesh)
+    frozen = jax.device_put(nets.load_frozen(), sharding.replicated(mesh))
+    start = int(state.step)
+    logging.info(
+        "devices: %d (%s), processes: %d; global batch %d, per device %d; %s parameters; %s",
+        mesh.size,
+        jax.devices()[0].platform,
+        jax.process_count(),
+        config.train.global_batch_size,
+        sharding.per_device_batch(config.train.global_batch_size, mesh),
+        f"{count_params(state.params):,}",
+        f"resuming at step {start}" if start else "starting from scratch",
+    )
+    data = pipeline.create_train_iterator(config, nets.text.tokenize, start_step=next_batch)
+    step_fn = compile_train_step(config, nets, process, optimizer, mesh, state, frozen)
+    log = MetricLog(workdir, start, config.train.num_steps, jax.process_index() == 0)
+    prompts = _sample_prompts(config)
+    preemption = _Preemption()
+    step, metrics = start, None
+    try:
+        while step < config.train.num_steps and not preemption.requested:
+            batch = sharding.shard_batch(next(data), mesh)
+            if step == start:
+                t0 = time.perf_counter()
+                step_fn = step_fn.lower(state, batch, frozen).compile()
+                log.message(f"compiled the train step in {time.perf_counter() - t0:.1f} s")
+            state, metrics = step_fn(state, batch, frozen)
+            step += 1
+            if step % config.train.log_every == 0 or step == config.train.num_steps:
+                host = _host_metrics(metrics)
+                _check_finite(host, step)
+                log.write(step, host)
+            if step % config.train.ckpt_every == 0:
+                _check_finite(_host_metrics(metrics), step)
+                ckpt.save(step, state, data.step)
+            if prompts and step % config.train.sample_every == 0:
+                path = _sample_grid(config, nets, state, frozen, prompts, workdir)
+                log.message(f"step {step}: samples in {path}")
+        if metrics is not None:
+            _check_finite(_host_metrics(metrics), step)
+            ckpt.save(step, state, data.step)
+        if preemption.requested:
+            log.message(f"SIGTERM: saved step {step}, exiting.")
+    finally:
+        preemption.restore()
+        data.close()
+        log.close()
+        ckpt.close()
+    return state
+
+
+def _sample_prompts(config: ml_collections.ConfigDict) -> list[str]:
+    """Captions of the first ``train.num_sample_images`` held-out examples (none if disabled)."""
+    if not config.train.sample_every:
+        return []
+    examples = pipeline.load_eval_examples(config, config.train.num_sample_images)
+    return [str(c) for c in examples["captions"]]
+
+
+def _sample_grid(config, nets, state, frozen, prompts, workdir) -> str:
+    """Samples the prompts with the EMA parameters; writes ``samples/step_{N}.png``."""
+    step = int(state.step)
+    loaded = sample.Loaded(nets, state.ema_params, frozen, step)
+    images, layouts = sample.generate(config, loaded, prompts, jax.random.key(step))
+    path = os.path.join(workdir, "samples", f"step_{step:07d}.png")
+    if jax.process_index() == 0:
+        sample.grid_png(path, config, images, layouts)
+    return path
+
+
+def _check_finite(metrics: dict[str, float], step: int) -> None:
+    """Stops the run (keeping the last good checkpoint) when the loss is not finite."""
+    bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"Non-finite metrics at step {step}: {bad}. Stopping; the last checkpoint in the "
+            "workdir is the last good state (try a lower optim.learning_rate or optim.grad_clip)."
+        )

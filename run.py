@@ -1,0 +1,66 @@
+"""The single entry point of gcd_jax.
+
+    python run.py --config experiments/demo.py --workdir /tmp/demo            # train (default)
+    python run.py --config experiments/cityscapes.py --workdir gs://bucket/run \
+        --config.train.global_batch_size=64                                    # any field overrides
+
+``--config`` is an ml_collections config file; ``--config.section.field=value`` overrides a field
+and an unknown field is an error. The workdir holds checkpoints, logs and samples; rerunning the
+same command resumes from its latest checkpoint.
+"""
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gcd_jax import evaluate, sample, train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. experiments/demo.py.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and samples go here.")
+_MODE = flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "sample", "outpaint", "evaluate"],
+    "What to do with the config and workdir.",
+)
+_PROMPTS = flags.DEFINE_string(
+    "prompts", "", "sample/outpaint: a file with one prompt per line, or 'prompt one;prompt two'."
+)
+_SEED = flags.DEFINE_integer("seed", 0, "sample/outpaint: random seed.")
+_STEP = flags.DEFINE_integer("step", None, "sample/outpaint: checkpoint step (default: latest).")
+_IMAGE = flags.DEFINE_string("image", "", "outpaint: known image (RGB file at data.image_size).")
+_LAYOUT = flags.DEFINE_string("layout", "", "outpaint: known layout (label-map PNG, values < K).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+MODES = {
+    "train": lambda config, workdir: train.train_and_evaluate(config, workdir),
+    "sample": lambda config, workdir: sample.sample_main(
+        config, workdir, _PROMPTS.value, _SEED.value, _STEP.value
+    ),
+    "outpaint": lambda config, workdir: sample.outpaint_main(
+        config, workdir, _PROMPTS.value, _SEED.value, _IMAGE.value, _LAYOUT.value, _STEP.value
+    ),
+    "evaluate": lambda config, workdir: evaluate.evaluate_main(
+        config, workdir, _SEED.value, _STEP.value
+    ),
+}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if jax.process_count() > 1:
+        jax.distributed.initialize()
+    logging.info(
+        "JAX process %d / %d, local devices: %s",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_devices(),
+    )
+    MODES[_MODE.value](_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,84 @@
+"""Shared pytest fixtures and the test environment.
+
+Compiled XLA programs go to a persistent cache shared by the tests and their subprocesses, so the
+same program (e.g. the tiny train step in several tests) compiles once per machine, and XLA's CPU
+backend skips its expensive LLVM passes: tests run tiny programs once, where compile time dominates
+(the tiny train step compiles about twice as fast).
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "gcd_jax_test_xla_cache")
+)
+
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
+
+import ml_collections  # noqa: E402
+import pytest  # noqa: E402
+
+from experiments import base  # noqa: E402
+
+
+def make_tiny_config() -> ml_collections.ConfigDict:
+    """The base config with DESIGN §4's "tiny" U-Net (dim 32, mults (1, 2, 4), one residual block
+    per level, self- and cross-attention at the third level only, 2 heads of 32, K = 8, 32×32)."""
+    config = base.get_config()
+    config.data.image_size = (32, 32)
+    config.data.num_classes = 8
+    m = config.model
+    m.dim = 32
+    m.dim_mults = (1, 2, 4)
+    m.num_res_blocks = (1, 1, 1)
+    m.attn_levels = (False, False, True)
+    m.cross_attn_levels = (False, False, True)
+    m.attn_heads = 2
+    m.attn_dim_head = 32
+    return config
+
+
+@pytest.fixture
+def tiny_config() -> ml_collections.ConfigDict:
+    """A fresh tiny config (see ``make_tiny_config``); tests may modify it."""
+    return make_tiny_config()
+
+
+def small_demo_config(data_dir, **train_overrides) -> ml_collections.ConfigDict:
+    """The demo experiment shrunk for tests: 64 scenes, a dim-16 U-Net, batch 4, 4 steps."""
+    from experiments import demo
+
+    config = demo.get_config()
+    config.data.data_dir = str(data_dir)
+    config.data.num_demo_examples = 64
+    config.data.num_workers = 2
+    config.model.dim = 16
+    config.train.global_batch_size = 4
+    config.train.num_steps = 4
+    config.train.log_every = 1
+    config.train.ckpt_every = 2
+    config.train.sample_every = 0
+    config.sample.num_steps = 4
+    config.sample.resample_steps = 2
+    config.sample.batch_size = 4
+    for key, value in train_overrides.items():
+        setattr(config.train, key, value)
+    return config
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory):
+    """A TFDS data_dir where the tests' demo scenes are generated once per session."""
+    return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="session")
+def trained_demo(demo_data_dir, tmp_path_factory):
+    """(config, workdir) of a 4-step tiny demo run with its checkpoints."""
+    from gcd_jax import train
+
+    config = small_demo_config(demo_data_dir)
+    workdir = str(tmp_path_factory.mktemp("trained_demo"))
+    train.train_and_evaluate(config, workdir)
+    return config, workdir

@@ -1,0 +1,176 @@
+"""The evaluation driver: scoring of hand-made pairs, the report writer, and one real
+``run.py --mode evaluate`` on a checkpoint of a tiny model."""
+
+import functools
+import json
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import demo
+from gcd_jax import checkpoint, evaluate, train_state
+from gcd_jax.data import classes, scenes
+from gcd_jax.networks import build_networks
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEMO = classes.dataset_info("demo")
+
+
+def demo_pair(layout: np.ndarray) -> np.ndarray:
+    """A float image in [-1, 1] whose pixels are the palette colours of ``layout`` [H, W]."""
+    return DEMO.palette[layout].astype(np.float32) / 127.5 - 1.0
+
+
+def test_score_pairs_by_hand():
+    # Sample 0: prompt names red square (1) and green circle (2); the layout has 1 and 3, the image
+    # shows 1 only (its class-3 pixels are painted background grey).
+    # Sample 1: prompt names blue triangle (3); layout and image both have 3.
+    layouts = np.zeros((2, 8, 8), np.int32)
+    layouts[0, :4, :4], layouts[0, 4:, 4:] = 1, 3
+    layouts[1, 2:6, 2:6] = 3
+    image_labels = layouts.copy()
+    image_labels[0, 4:, 4:] = 0
+    images = demo_pair(image_labels)
+    prompts = ["A red square and a green circle.", "There is a blue triangle on the left."]
+    scores, arrays, skipped = evaluate.score_pairs(
+        DEMO, prompts, images, layouts, scenes.segment_demo, min_fraction=0.05
+    )
+    assert skipped == []
+    # vs image: named {1,2} | {3}; present (nameable) {1} | {3} -> recall 2/3, precision 2/2.
+    assert scores["recall_image"] == pytest.approx(2 / 3)
+    assert scores["precision_image"] == pytest.approx(1.0)
+    # vs layout: present {1,3} | {3} -> recall 2/3, precision 2/3.
+    assert scores["recall_layout"] == pytest.approx(2 / 3)
+    assert scores["precision_layout"] == pytest.approx(2 / 3)
+    np.testing.assert_allclose(arrays["recall_image"], [0.5, 1.0])
+    # Alignment (layout = reference): class 0: TP 32 + 48, FP 16 -> 80/96; class 1: 1;
+    # class 3: TP 16 (sample 1), FN 16 (sample 0) -> 1/2.
+    iou = arrays["per_class_iou"]
+    np.testing.assert_allclose(iou[[0, 1, 3]], [80 / 96, 1.0, 0.5])
+    assert np.isnan(iou[[2, 4, 5, 6, 7]]).all()
+    assert scores["alignment_miou"] == pytest.approx((80 / 96 + 1.0 + 0.5) / 3)
+    assert scores["alignment_pixel_accuracy"] == pytest.approx(112 / 128)
+    # Per sample: sample 0 has class 0 (32/48), class 1 (1), class 3 (0); sample 1 is exact.
+    np.testing.assert_allclose(arrays["miou"], [(32 / 48 + 1 + 0) / 3, 1.0])
+
+
+def test_score_pairs_skips_with_reasons_without_segmenter_or_layout(caplog):
+    images = demo_pair(np.zeros((1, 4, 4), np.int32))
+    with caplog.at_level(logging.WARNING):
+        scores, arrays, skipped = evaluate.score_pairs(
+            DEMO, ["a red square"], images, None, None, 0.1
+        )
+    assert "no segmenter for dataset 'demo'" in caplog.text
+    assert scores == {}
+    assert any("no segmenter" in s for s in skipped)
+    assert any("image-only" in s for s in skipped)
+    assert evaluate.ranking_score(arrays) is None
+
+
+def test_best_and_worst_skip_nan():
+    score = np.array([0.5, np.nan, 0.9, 0.1, 0.7])
+    assert evaluate.best_and_worst(score, 2) == ([2, 4], [3, 0])
+    assert evaluate.best_and_worst(score, 10) == ([2, 4, 0, 3], [3, 0, 4, 2])
+
+
+def test_unknown_features_name_is_refused():
+    with pytest.raises(ValueError, match="colour_pixels"):
+        evaluate.feature_network("inception")
+
+
+def test_write_report_json_and_markdown(tmp_path):
+    report = {
+        "checkpoint_step": 7,
+        "seed": 0,
+        "dataset": "demo",
+        "joint": True,
+        "num_samples": 2,
+        "guidance_scale": 3.0,
+        "sample_steps": 3,
+        "min_class_fraction": 0.005,
+        "metrics": {"recall_image": 0.75, "alignment_miou": None},
+        "per_class_iou": {"background": 0.5, "red square": None},
+        "skipped": ["because"],
+    }
+    evaluate.write_report(str(tmp_path), report)
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    md = (tmp_path / "report.md").read_text()
+    assert "| recall_image | 0.7500 |" in md
+    assert "| alignment_miou | n/a |" in md
+    assert "| red square | n/a |" in md
+    assert "- because" in md
+    with pytest.raises(ValueError):  # a NaN must be converted to None before writing
+        evaluate.write_report(str(tmp_path), {**report, "metrics": {"x": float("nan")}})
+
+
+def tiny_config(data_dir):
+    config = demo.get_config()
+    config.data.data_dir = str(data_dir)
+    config.data.num_demo_examples = 64
+    config.data.num_workers = 2
+    config.model.dim = 16
+    config.train.global_batch_size = 4
+    return config
+
+
+def save_initial_checkpoint(config, workdir: str, step: int) -> None:
+    """An initialised (untrained) state saved as the training loop saves it. Compiling the train
+    step costs minutes on a loaded 2-core CPU; training itself is covered by test_train.py."""
+    init = functools.partial(
+        train_state.init_state,
+        nets=build_networks(config),
+        optimizer=train_state.make_optimizer(config.optim),
+    )
+    state = jax.jit(init)(jax.random.key(0))
+    ckpt = checkpoint.Checkpointer(workdir, config)
+    ckpt.save(step, state, 0)
+    ckpt.close()
+
+
+def test_evaluate_mode_end_to_end(tmp_path):
+    data_dir, workdir = tmp_path / "tfds", tmp_path / "run"
+    save_initial_checkpoint(tiny_config(data_dir), str(workdir), step=2)
+    overrides = {
+        "data.data_dir": str(data_dir),
+        "data.num_demo_examples": 64,
+        "data.num_workers": 2,
+        "model.dim": 16,
+        "train.global_batch_size": 4,
+        "sample.num_steps": 3,
+        "sample.batch_size": 4,
+        "eval.num_samples": 6,
+        "eval.num_examples_png": 2,
+    }
+    command = [sys.executable, str(ROOT / "run.py"), "--mode=evaluate", f"--workdir={workdir}"]
+    command += [f"--config={ROOT / 'experiments' / 'demo.py'}"]
+    command += [f"--config.{k}={v}" for k, v in overrides.items()]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sampled 4 / 6 pairs" in result.stderr and "sampled 6 / 6 pairs" in result.stderr
+    outdir = workdir / "eval" / "step_2"
+    report = json.loads((outdir / "report.json").read_text())
+    assert report["checkpoint_step"] == 2 and report["num_samples"] == 6
+    names = {
+        "recall_image",
+        "precision_image",
+        "recall_layout",
+        "precision_layout",
+        "alignment_miou",
+        "alignment_pixel_accuracy",
+        "fid_colour_pixels",
+    }
+    assert set(report["metrics"]) == names
+    for name in names - {"fid_colour_pixels"}:
+        value = report["metrics"][name]
+        assert value is None or 0.0 <= value <= 1.0, (name, value)
+    assert report["metrics"]["fid_colour_pixels"] > 0.0
+    assert len(report["samples"]) == 6 and report["samples"][0]["named"]
+    assert len(report["best"]) == len(report["worst"]) == 2
+    assert (outdir / "report.md").read_text().startswith("# Evaluation: step 2")
+    assert os.path.getsize(outdir / "examples.png") > 0

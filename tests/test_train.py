@@ -1,0 +1,181 @@
+"""The training driver: one real run on the demo data, resume equality, multi-device equality,
+overfitting, and config errors through the CLI."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import small_demo_config
+
+from gcd_jax import sample, train, train_state
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
+
+
+def test_resume_continues_bit_for_bit(trained_demo, demo_data_dir, tmp_path):
+    """4 steps in one go (the session's trained demo) == 2 steps, stop, the same command again."""
+    config, straight_dir = trained_demo
+    straight = sample.load(config, straight_dir)
+    resumed_dir = str(tmp_path / "resumed")
+    train.train_and_evaluate(small_demo_config(demo_data_dir, num_steps=2), resumed_dir)
+    resumed_state = train.train_and_evaluate(small_demo_config(demo_data_dir), resumed_dir)
+    resumed = sample.load(config, resumed_dir)
+    assert int(resumed_state.step) == straight.step == resumed.step == 4
+    for a, b in zip(leaves(straight.params), leaves(resumed_state.ema_params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    config.sample.use_ema = False
+    straight_raw = sample.load(config, straight_dir).params
+    for a, b in zip(leaves(straight_raw), leaves(resumed_state.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    lines = [json.loads(x) for x in open(os.path.join(resumed_dir, "metrics.jsonl"))]
+    straight_lines = [json.loads(x) for x in open(os.path.join(straight_dir, "metrics.jsonl"))]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    assert [x["loss"] for x in lines] == [x["loss"] for x in straight_lines]
+    assert os.listdir(os.path.join(straight_dir, "tensorboard"))
+
+
+def test_incompatible_checkpoint_is_refused(trained_demo, demo_data_dir):
+    _, workdir = trained_demo
+    other = small_demo_config(demo_data_dir, num_steps=5)
+    other.model.dim = 8
+    with pytest.raises(ValueError, match="model.dim: checkpoint 16, config 8"):
+        train.train_and_evaluate(other, workdir)
+
+
+ONE_STEP = """
+import sys, numpy as np, jax
+sys.path.insert(0, {root!r})
+from gcd_jax import joint, sharding, train, train_state
+from gcd_jax.networks import build_networks
+
+config = demo.get_config()
+config.model.dim = 16
+config.train.global_batch_size = 8
+config.train.grad_accum_steps = {accum}
+mesh = sharding.make_mesh()
+nets, process = build_networks(config), joint.Process.from_config(config)
+optimizer = train_state.make_optimizer(config.optim)
+state = train_state.init_state(jax.random.key(0), nets, optimizer)
+rng = np.random.default_rng(0)
+tokens, mask = nets.text.tokenize(["a red circle"] * 4 + ["two blue squares"] * 4)
+batch = dict(
+    image=rng.uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32),
+    label=rng.integers(0, 8, (8, 32, 32)).astype(np.int32),
+    tokens=tokens, mask=mask, has_text=np.array([True] * 6 + [False] * 2),
+)
+step = train.compile_train_step(config, nets, process, optimizer, mesh, state, {{}})
+state, metrics = step(state, sharding.shard_batch(batch, mesh), {{}})
+assert len(jax.devices()) == {devices}
+np.savez({out!r}, loss=np.asarray(metrics["loss"]),
+         *[np.asarray(x) for x in jax.tree.leaves(state.params)])
+"""
+
+
+def run_one_step(tmp_path, devices, accum=1):
+    out = str(tmp_path / f"step_{devices}_{accum}.npz")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, XLA_FLAGS=flags)
+    code = ONE_STEP.format(root=str(ROOT), devices=devices, accum=accum, out=out)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(out)
+
+
+def test_one_step_same_on_1_and_8_devices(tmp_path):
+    one, eight = run_one_step(tmp_path, 1), run_one_step(tmp_path, 8)
+    np.testing.assert_allclose(one["loss"], eight["loss"], rtol=1e-5)
+    assert len(one.files) == len(eight.files) > 10
+    for name in one.files:
+        np.testing.assert_allclose(one[name], eight[name], rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_accumulation_runs_sharded(tmp_path):
+    """Two micro-batches of 4 on 8 devices: a finite loss and finite parameters."""
+    out = run_one_step(tmp_path, 8, accum=2)
+    assert np.isfinite(out["loss"])
+    assert all(np.all(np.isfinite(out[name])) for name in out.files)
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "run.py", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_unknown_config_field_fails_clearly(tmp_path):
+    result = run_cli(
+        "--config", "experiments/demo.py", "--workdir", str(tmp_path), "--config.train.nope=3"
+    )
+    assert result.returncode != 0
+    assert "nope" in result.stderr
+
+
+def test_demo_cli_end_to_end(demo_data_dir, tmp_path):
+    """The README's main command, shortened to a few steps, in a subprocess."""
+    workdir = tmp_path / "demo"
+    result = run_cli(
+        "--config",
+        "experiments/demo.py",
+        "--workdir",
+        str(workdir),
+        f"--config.data.data_dir={demo_data_dir}",
+        "--config.data.num_demo_examples=64",
+        "--config.model.dim=16",
+        "--config.train.num_steps=3",
+        "--config.train.global_batch_size=4",
+        "--config.train.log_every=1",
+        "--config.train.sample_every=3",
+        "--config.sample.num_steps=4",
+        "--config.train.num_sample_images=2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / "checkpoints" / "3").is_dir()
+    assert len(open(workdir / "metrics.jsonl").readlines()) == 3
+    assert list(workdir.glob("samples/*.png"))
+
+
+def test_loss_decreases_overfitting_a_tiny_batch():
+    """50 Adam steps (the demo's warm-up schedule) on one batch of 4: the loss at fixed noise draws
+    (4 keys) falls by a clear margin."""
+    from gcd_jax import joint, sharding
+    from gcd_jax.networks import build_networks
+
+    config = small_demo_config("unused")
+    mesh = sharding.make_mesh()
+    nets, process = build_networks(config), joint.Process.from_config(config)
+    optimizer = train_state.make_optimizer(config.optim)
+    state = train_state.init_state(jax.random.key(0), nets, optimizer)
+    rng = np.random.default_rng(0)
+    label = np.zeros((4, 32, 32), np.int32)
+    label[:, 8:24, 8:24] = rng.integers(1, 8, (4, 1, 1))
+    image = np.where(label[..., None] > 0, 0.8, -0.5).astype(np.float32) * np.ones(3, np.float32)
+    tokens, mask = nets.text.tokenize(["a square"] * 4)
+    batch = sharding.shard_batch(
+        dict(image=image, label=label, tokens=tokens, mask=mask, has_text=np.ones(4, bool)), mesh
+    )
+
+    @jax.jit
+    def loss_at(params, key):
+        text = nets.encode_text(params, {}, batch["tokens"], batch["mask"])
+        return joint.loss(process, nets.denoiser(params), dict(batch, text=text), key)[
+            "loss"
+        ].mean()
+
+    def fixed_loss(params):
+        return np.mean([loss_at(params, k) for k in jax.random.split(jax.random.key(123), 4)])
+
+    step = train.compile_train_step(config, nets, process, optimizer, mesh, state, {})
+    before = float(fixed_loss(state.params))
+    for _ in range(50):
+        state, _ = step(state, batch, {})
+    after = float(fixed_loss(state.params))
+    assert after < 0.8 * before, (before, after)
