@@ -2,7 +2,7 @@
 
     python run.py --config experiments/demo.py --workdir /tmp/demo            # train (default)
     python run.py --config experiments/cityscapes.py --workdir gs://bucket/run \
-        --config.train.global_batch_size=64                                    # any field overrides
+        --config.train.global_batch_size=64 --multihost                        # a TPU pod slice
 
 ``--config`` is an ml_collections config file; ``--config.section.field=value`` overrides a field
 and an unknown field is an error. The workdir holds checkpoints, logs and samples; rerunning the
@@ -28,8 +28,15 @@ _MODE = flags.DEFINE_enum(
 _PROMPTS = flags.DEFINE_string(
     "prompts", "", "sample/outpaint: a file with one prompt per line, or 'prompt one;prompt two'."
 )
-_SEED = flags.DEFINE_integer("seed", 0, "sample/outpaint: random seed.")
-_STEP = flags.DEFINE_integer("step", None, "sample/outpaint: checkpoint step (default: latest).")
+_SEED = flags.DEFINE_integer("seed", 0, "sample/outpaint/evaluate: random seed.")
+_STEP = flags.DEFINE_integer(
+    "step", None, "sample/outpaint/evaluate: checkpoint step (default: latest)."
+)
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost",
+    False,
+    "Call jax.distributed.initialize() first (TPU pod slices, multi-host GPU clusters).",
+)
 _IMAGE = flags.DEFINE_string("image", "", "outpaint: known image (RGB file at data.image_size).")
 _LAYOUT = flags.DEFINE_string("layout", "", "outpaint: known layout (label-map PNG, values < K).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -51,7 +58,7 @@ MODES = {
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if jax.process_count() > 1:
+    if _MULTIHOST.value:
         jax.distributed.initialize()
     logging.info(
         "JAX process %d / %d, local devices: %s",

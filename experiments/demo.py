@@ -37,9 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.ema_decay = 0.999
 
     c.train.global_batch_size = 16
-    c.train.num_steps = 2000
+    c.train.num_steps = 1000
     c.train.log_every = 50
     c.train.ckpt_every = 500
-    c.train.sample_every = 1000
+    c.train.sample_every = 500
     c.sample.num_steps = 50
     return c

@@ -177,6 +177,5 @@ def test_palettes_and_tables():
         assert info.palette.dtype == np.uint8
         assert len({tuple(c) for c in info.palette}) >= k - 1  # distinct colours
     assert classes.dataset_info("celeba").class_names[13] == "hair"
-    assert classes.dataset_info("demo").colorize(np.array([[0, 1]])).shape == (1, 2, 3)
     with pytest.raises(ValueError, match="cityscapes"):
         classes.dataset_info("imagenet")

@@ -1,7 +1,6 @@
 """The evaluation driver: scoring of hand-made pairs, the report writer, and one real
 ``run.py --mode evaluate`` on a checkpoint of a tiny model."""
 
-import functools
 import json
 import logging
 import os
@@ -9,14 +8,11 @@ import pathlib
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
-from experiments import demo
-from gcd_jax import checkpoint, evaluate, train_state
+from gcd_jax import evaluate
 from gcd_jax.data import classes, scenes
-from gcd_jax.networks import build_networks
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO = classes.dataset_info("demo")
@@ -109,35 +105,12 @@ def test_write_report_json_and_markdown(tmp_path):
         evaluate.write_report(str(tmp_path), {**report, "metrics": {"x": float("nan")}})
 
 
-def tiny_config(data_dir):
-    config = demo.get_config()
-    config.data.data_dir = str(data_dir)
-    config.data.num_demo_examples = 64
-    config.data.num_workers = 2
-    config.model.dim = 16
-    config.train.global_batch_size = 4
-    return config
-
-
-def save_initial_checkpoint(config, workdir: str, step: int) -> None:
-    """An initialised (untrained) state saved as the training loop saves it. Compiling the train
-    step costs minutes on a loaded 2-core CPU; training itself is covered by test_train.py."""
-    init = functools.partial(
-        train_state.init_state,
-        nets=build_networks(config),
-        optimizer=train_state.make_optimizer(config.optim),
-    )
-    state = jax.jit(init)(jax.random.key(0))
-    ckpt = checkpoint.Checkpointer(workdir, config)
-    ckpt.save(step, state, 0)
-    ckpt.close()
-
-
-def test_evaluate_mode_end_to_end(tmp_path):
-    data_dir, workdir = tmp_path / "tfds", tmp_path / "run"
-    save_initial_checkpoint(tiny_config(data_dir), str(workdir), step=2)
+def test_evaluate_mode_end_to_end(trained_demo):
+    """``run.py --mode evaluate`` on the checkpoint of the session's 4-step tiny training run."""
+    config, workdir = trained_demo
+    workdir = pathlib.Path(workdir)
     overrides = {
-        "data.data_dir": str(data_dir),
+        "data.data_dir": config.data.data_dir,
         "data.num_demo_examples": 64,
         "data.num_workers": 2,
         "model.dim": 16,
@@ -153,9 +126,9 @@ def test_evaluate_mode_end_to_end(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sampled 4 / 6 pairs" in result.stderr and "sampled 6 / 6 pairs" in result.stderr
-    outdir = workdir / "eval" / "step_2"
+    outdir = workdir / "eval" / "step_4"
     report = json.loads((outdir / "report.json").read_text())
-    assert report["checkpoint_step"] == 2 and report["num_samples"] == 6
+    assert report["checkpoint_step"] == 4 and report["num_samples"] == 6
     names = {
         "recall_image",
         "precision_image",
@@ -172,5 +145,5 @@ def test_evaluate_mode_end_to_end(tmp_path):
     assert report["metrics"]["fid_colour_pixels"] > 0.0
     assert len(report["samples"]) == 6 and report["samples"][0]["named"]
     assert len(report["best"]) == len(report["worst"]) == 2
-    assert (outdir / "report.md").read_text().startswith("# Evaluation: step 2")
+    assert (outdir / "report.md").read_text().startswith("# Evaluation: step 4")
     assert os.path.getsize(outdir / "examples.png") > 0

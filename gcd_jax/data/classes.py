@@ -39,10 +39,6 @@ class DatasetInfo:
             k for k, pattern in self.keywords.items() if re.search(pattern, caption, re.IGNORECASE)
         )
 
-    def colorize(self, label: np.ndarray) -> np.ndarray:
-        """Layout int [..., H, W] in [0, K) -> uint8 RGB [..., H, W, 3]."""
-        return self.palette[np.asarray(label)]
-
 
 def _word(*words: str) -> str:
     return r"\b(?:" + "|".join(words) + r")\b"
