@@ -54,6 +54,7 @@ def test_incompatible_checkpoint_is_refused(trained_demo, demo_data_dir):
 ONE_STEP = """
 import sys, numpy as np, jax
 sys.path.insert(0, {root!r})
+from experiments import demo
 from gcd_jax import joint, sharding, train, train_state
 from gcd_jax.networks import build_networks
 

@@ -33,12 +33,7 @@ MICRO = json.loads(str(FIXTURE["micro_json"]))
 REFERENCE_PARAMS = {"tiny": 3_850_003, "cityscapes": 697_353_097, "cityscapes_sr": 717_241_511}
 
 
-# Tests are compile-bound on XLA:CPU; skipping LLVM's optimisations halves compile time and does not
-# change the numerics checked here.
-jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
-
-
-@functools.partial(jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0)
 def apply(model, variables, inputs):
     return model.apply(variables, **inputs)
 
@@ -119,7 +114,7 @@ def test_zero_output_at_initialisation(tiny_config):
     model, variables, inputs = micro(tiny_config, "base")
     inputs = dict(inputs, drop_text=np.array([False, True]))
     head_names = ("eps_head", "label_head")
-    heads = jit(lambda k: {n: model.init(k, **inputs)["params"][n] for n in head_names})(
+    heads = jax.jit(lambda k: {n: model.init(k, **inputs)["params"][n] for n in head_names})(
         jax.random.key(0)
     )
     assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(heads))
@@ -132,7 +127,9 @@ def test_zero_output_at_initialisation(tiny_config):
 def test_guided_is_null_plus_scaled_difference(tiny_config):
     model, variables, inputs = micro(tiny_config, "base")
     w = 3.0
-    eps, logits = jit(guided_apply, static_argnums=0)(model, variables, **inputs, guidance_scale=w)
+    eps, logits = jax.jit(guided_apply, static_argnums=0)(
+        model, variables, **inputs, guidance_scale=w
+    )
     cond = apply(model, variables, dict(inputs, drop_text=np.zeros(2, bool)))
     null = apply(model, variables, dict(inputs, drop_text=np.ones(2, bool)))
     for guided, c, n in zip((eps, logits), cond, null, strict=True):
@@ -174,7 +171,7 @@ def test_grad_through_the_model(tiny_config):
         eps, logits = model.apply({"params": params}, **inputs)
         return jnp.mean(eps**2) + jnp.mean(jax.nn.log_softmax(logits)[..., 0])
 
-    value, grads = jit(jax.value_and_grad(loss))(params)
+    value, grads = jax.jit(jax.value_and_grad(loss))(params)
     assert np.isfinite(value)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
