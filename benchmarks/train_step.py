@@ -80,7 +80,7 @@ def measure(name: str, steps: int) -> dict:
         mesh,
     )
     t0 = time.perf_counter()
-    step = train.compile_train_step(config, nets, process, optimizer, mesh, state, {})
+    step = train.compile_train_step(config, nets, process, optimizer, mesh)
     compiled = step.lower(state, batch, {}).compile()
     compile_s = time.perf_counter() - t0
     flops = compiled.cost_analysis()["flops"]

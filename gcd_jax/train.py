@@ -94,7 +94,13 @@ def train_step(
     return new_state, metrics
 
 
-def compile_train_step(config, nets, process, optimizer, mesh, state, frozen):
+def compile_train_step(
+    config: ml_collections.ConfigDict,
+    nets: Networks,
+    process: joint.Process,
+    optimizer: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+) -> Any:
     """``jit`` of ``train_step`` with the batch sharded over ``data``, the rest replicated and the
     state donated."""
     step_fn = functools.partial(
@@ -183,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         f"resuming at step {start}" if start else "starting from scratch",
     )
     data = pipeline.create_train_iterator(config, nets.text.tokenize, start_step=next_batch)
-    step_fn = compile_train_step(config, nets, process, optimizer, mesh, state, frozen)
+    step_fn = compile_train_step(config, nets, process, optimizer, mesh)
     log = MetricLog(workdir, start, config.train.num_steps, jax.process_index() == 0)
     prompts = _sample_prompts(config)
     preemption = _Preemption()

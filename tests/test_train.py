@@ -73,7 +73,7 @@ batch = dict(
     label=rng.integers(0, 8, (8, 32, 32)).astype(np.int32),
     tokens=tokens, mask=mask, has_text=np.array([True] * 6 + [False] * 2),
 )
-step = train.compile_train_step(config, nets, process, optimizer, mesh, state, {{}})
+step = train.compile_train_step(config, nets, process, optimizer, mesh)
 state, metrics = step(state, sharding.shard_batch(batch, mesh), {{}})
 assert len(jax.devices()) == {devices}
 np.savez({out!r}, loss=np.asarray(metrics["loss"]),
@@ -174,7 +174,7 @@ def test_loss_decreases_overfitting_a_tiny_batch():
     def fixed_loss(params):
         return np.mean([loss_at(params, k) for k in jax.random.split(jax.random.key(123), 4)])
 
-    step = train.compile_train_step(config, nets, process, optimizer, mesh, state, {})
+    step = train.compile_train_step(config, nets, process, optimizer, mesh)
     before = float(fixed_loss(state.params))
     for _ in range(50):
         state, _ = step(state, batch, {})
