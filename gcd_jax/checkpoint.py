@@ -8,7 +8,6 @@ next training batch). Saving is asynchronous; ``close`` waits for the last save.
 import os
 from typing import Any
 
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -102,8 +101,3 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
-
-
-def abstract_like(state: Any) -> Any:
-    """``ShapeDtypeStruct``s with the shardings of ``state`` (a restore target)."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
