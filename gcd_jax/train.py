@@ -17,7 +17,6 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from jax.flatten_util import ravel_pytree
 
 from gcd_jax import checkpoint, joint, sample, sharding, train_state
 from gcd_jax.data import pipeline
@@ -73,21 +72,16 @@ def train_step(
             accumulate, zeros, (_micro_batches(batch, num_micro), jnp.arange(num_micro))
         )
         grads = jax.tree.map(lambda g: g / num_micro, grads)
-    # The optimizer, the EMA and the norms work on one flat vector: a few large fused loops instead
-    # of several per parameter array, which keeps XLA's compile time small.
-    flat_params, unravel = ravel_pytree(state.params)
-    flat_grads, _ = ravel_pytree(grads)
-    updates, opt_state = optimizer.update(flat_grads, state.opt_state, flat_params)
-    flat_new = flat_params + updates
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
     decay = train_state.ema_decay(config.optim, state.step)
-    flat_ema = decay * ravel_pytree(state.ema_params)[0] + (1.0 - decay) * flat_new
+    ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
     metrics = {name: jnp.mean(value) for name, value in per_example.items()}
     metrics.update(
-        grad_norm=jnp.linalg.norm(flat_grads),
-        param_norm=jnp.linalg.norm(flat_new),
-        update_norm=jnp.linalg.norm(updates),
+        grad_norm=optax.tree.norm(grads),
+        param_norm=optax.tree.norm(params),
+        update_norm=optax.tree.norm(updates),
     )
-    params, ema_params = unravel(flat_new), unravel(flat_ema)
     new_state = state.replace(
         step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
     )

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.flatten_util import ravel_pytree
 
 from gcd_jax.networks import Networks
 
@@ -17,9 +16,6 @@ PyTree = Any
 @flax.struct.dataclass
 class TrainState:
     """Everything a run needs to continue exactly: Orbax saves it as is.
-
-    ``opt_state`` is the optimizer's state for the parameters raveled into one vector
-    (``jax.flatten_util.ravel_pytree``), the form ``train_step`` updates them in.
 
     ``key`` holds raw ``uint32`` key data (``jax.random.key_data``) so that it serialises.
     """
@@ -58,6 +54,6 @@ def init_state(
         step=jnp.zeros((), jnp.int32),
         params=params,
         ema_params=jax.tree.map(jnp.copy, params),
-        opt_state=optimizer.init(ravel_pytree(params)[0]),
+        opt_state=optimizer.init(params),
         key=jax.random.key_data(state_key),
     )

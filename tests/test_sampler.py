@@ -425,13 +425,26 @@ SHARDED = textwrap.dedent(
     assert len(many[0].sharding.device_set) == 8
     np.testing.assert_allclose(np.asarray(one[0]), np.asarray(many[0]), atol=1e-6)
     np.testing.assert_array_equal(np.asarray(one[1]), np.asarray(many[1]))
+    # Outpainting: left half of the image and top half of the layout known, 2 resamplings.
+    image, label = one[0][::-1], one[1][::-1]
+    image_mask = np.broadcast_to(np.arange(4)[None, None, :] < 2, (16, 4, 4))
+    label_mask = np.broadcast_to(np.arange(4)[None, :, None] < 2, (16, 4, 4))
+    repaint = make_sampler(steps=3, resample=2)
+    args = (repaint, denoise, cond, key, image, image_mask, label, label_mask)
+    one = sampling.outpaint(*args)
+    many = sampling.outpaint(*args, mesh=mesh)
+    assert len(many[0].sharding.device_set) == 8
+    np.testing.assert_allclose(np.asarray(one[0]), np.asarray(many[0]), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(one[1]), np.asarray(many[1]))
+    np.testing.assert_array_equal(np.asarray(many[1])[label_mask], np.asarray(label)[label_mask])
     print("OK")
     """
 )
 
 
 def test_sharded_sampling_equals_single_device():
-    """8 fake CPU devices, batch sharded over ``data``: the same samples as on one device."""
+    """8 fake CPU devices, batch sharded over ``data``: the same samples and the same outpainting
+    as on one device."""
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
     )
