@@ -5,14 +5,16 @@ the compiled loop (``sampling.sample_pairs``: one ``lax.scan`` program) and a Py
 jitted ``sampling.reverse_step``; and the guided U-Net forward alone (batch doubled: cond + null),
 the floor of a step. Per-step figures are medians over interleaved repeats; "first" columns include compilation. Parameters are random
 (shapes from ``jax.eval_shape``, values drawn in NumPy: no compiled init); the text is T5-large
-width (1024) at the config's ``text.max_length`` tokens.
+width (1024) at the config's ``text.max_length`` tokens. GFLOP per guided forward come from XLA's
+cost analysis; "floor" is that divided by the stated peak of this CPU (``--peak_gflops``, as in
+``benchmarks/train_step.py``): no float32 implementation can take a step in less.
 
 Configs: ``tiny`` (DESIGN §4: dim 32, mults (1, 2, 4), one res block per level, self- and cross-
 attention at level 3 only, 2 heads of 32, K = 8, 32×32, batch 8) and ``cityscapes`` (the reference
 base U-Net, 128×256, batch 1; its compiles take minutes).
 
     python -m benchmarks.sampling                  # both
-    python -m benchmarks.sampling tiny --steps 10 --repeats 5
+    python -m benchmarks.sampling tiny --steps 10 --repeats 5 [--peak_gflops 156.8]
 """
 
 import argparse
@@ -102,6 +104,7 @@ def measure(name, steps, repeats):
     def forwards():
         return [forward(denoise, *state, times[n]) for n in range(steps)]
 
+    flops = forward.lower(denoise, *state, times[0]).compile().cost_analysis()["flops"]
     first = {name: timed(fn) for name, fn in (("loop", loop), ("step", python_loop))}
     timed(forwards)
     # Interleaved rounds: the CPU is shared, so its load drifts during the run.
@@ -112,6 +115,7 @@ def measure(name, steps, repeats):
     return dict(
         name=name,
         forward=per_forward,
+        flops=flops,
         shape="x".join(map(str, shape)),
         params=params,
         compile_loop=first["loop"],
@@ -126,19 +130,22 @@ def main():
     parser.add_argument("names", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--steps", type=int, default=0, help="N; 0 = 10 (tiny), 2 (cityscapes)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--peak_gflops", type=float, default=156.8, help="float32 peak of this CPU")
     args = parser.parse_args()
     print(f"devices: {jax.devices()}")
     print(
         "| config | B x H x W | params | first call loop s | first Python loop s | s/step compiled loop "
-        "| s/step Python loop | s/guided forward alone | reference s/step | target |"
+        "| s/step Python loop | s/guided forward alone | GFLOP/step | floor s/step "
+        "| reference s/step | target |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.names:
         steps = args.steps or {"tiny": 10, "cityscapes": 2}[name]
         r = measure(name, steps, args.repeats)
         print(
             f"| {r['name']} | {r['shape']} | {r['params']:,} | {r['compile_loop']:.1f} "
             f"| {r['compile_step']:.1f} | {r['loop']:.4f} | {r['python']:.4f} | {r['forward']:.4f} "
+            f"| {r['flops'] / 1e9:.1f} | {r['flops'] / (args.peak_gflops * 1e9):.4f} "
             f"| {REFERENCE[name]} | <= {TARGET[name]} |",
             flush=True,
         )

@@ -50,10 +50,7 @@ def load(config: ml_collections.ConfigDict, workdir: str, step: int | None = Non
             )
         nets = build_networks(config)
         optimizer = train_state.make_optimizer(config.optim)
-        abstract = jax.eval_shape(
-            lambda k: train_state.init_state(k, nets, optimizer), jax.random.key(0)
-        )
-        state, _ = ckpt.restore(abstract, step)
+        state, _ = ckpt.restore(train_state.abstract_state(nets, optimizer), step)
     finally:
         ckpt.close()
     params = state.ema_params if config.sample.use_ema else state.params

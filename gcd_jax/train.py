@@ -142,10 +142,10 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
 
 def _restore_or_init(ckpt, config, nets, optimizer, mesh):
     """(state, next batch index): the latest checkpoint of the workdir, else a fresh state."""
-    init = functools.partial(init_state, nets=nets, optimizer=optimizer)
-    abstract = jax.eval_shape(init, jax.random.key(config.train.seed))
+    abstract = train_state.abstract_state(nets, optimizer)
     shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
     if ckpt.latest_step() is None:
+        init = functools.partial(init_state, nets=nets, optimizer=optimizer)
         state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.train.seed))
         return state, 0
     target = jax.tree.map(

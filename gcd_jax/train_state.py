@@ -57,3 +57,9 @@ def init_state(
         opt_state=optimizer.init(params),
         key=jax.random.key_data(state_key),
     )
+
+
+def abstract_state(nets: Networks, optimizer: optax.GradientTransformation) -> TrainState:
+    """The shapes and dtypes of ``init_state`` (``jax.ShapeDtypeStruct`` leaves), computed without
+    allocating anything: the restore target of a checkpoint."""
+    return jax.eval_shape(lambda k: init_state(k, nets, optimizer), jax.random.key(0))
