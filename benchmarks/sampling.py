@@ -91,8 +91,12 @@ def measure(name, steps, repeats):
 
     loop = lambda: sampling.sample_pairs(sampler, denoise, cond, key, shape)
     step = jax.jit(sampling.reverse_step, static_argnums=0)
-    forward = jax.jit(lambda d, x, y, t: d(x, y, jnp.full((batch,), t), cond))
     state, times = sampling.initial_state(sampler, key, shape), sampling.time_grid(steps)
+    forward = (
+        jax.jit(lambda d, x, y, t: d(x, y, jnp.full((batch,), t), cond))
+        .lower(denoise, *state, times[0])
+        .compile()
+    )
     keys = jax.random.split(key, steps)
 
     def python_loop():
@@ -104,7 +108,7 @@ def measure(name, steps, repeats):
     def forwards():
         return [forward(denoise, *state, times[n]) for n in range(steps)]
 
-    flops = forward.lower(denoise, *state, times[0]).compile().cost_analysis()["flops"]
+    flops = forward.cost_analysis()["flops"]
     first = {name: timed(fn) for name, fn in (("loop", loop), ("step", python_loop))}
     timed(forwards)
     # Interleaved rounds: the CPU is shared, so its load drifts during the run.
