@@ -15,6 +15,14 @@ def _softmax(sim: jax.Array, dtype: Dtype) -> jax.Array:
     return jax.nn.softmax(sim.astype(jnp.float32), axis=-1).astype(dtype)
 
 
+def _multi_head(q: jax.Array, k: jax.Array, v: jax.Array, dtype: Dtype) -> jax.Array:
+    """Scaled-query multi-head attention: ``q`` ``[B, N, h, d]``, ``k``/``v`` ``[B, M, h, d]`` →
+    ``[B, N, h·d]``."""
+    b, n, h, d = q.shape
+    attn = _softmax(jnp.einsum("bnhd,bmhd->bhnm", q, k), dtype)
+    return jnp.einsum("bhnm,bmhd->bnhd", attn, v).reshape(b, n, h * d)
+
+
 class Attention(nn.Module):
     """Multi-query self-attention (``heads`` query heads share one key/value head) with a learned
     null key/value, optionally also attending to conditioning tokens.
@@ -76,9 +84,7 @@ class CrossAttention(nn.Module):
         null_kv = self.param("null_kv", nn.initializers.normal(1.0), (2, d)).astype(self.dtype)
         k = jnp.concatenate([jnp.broadcast_to(null_kv[0], (b, 1, h, d)), k[:, :, 0]], axis=1)
         v = jnp.concatenate([jnp.broadcast_to(null_kv[1], (b, 1, h, d)), v[:, :, 0]], axis=1)
-        attn = _softmax(jnp.einsum("bnhd,bmhd->bhnm", q, k), self.dtype)
-        out = jnp.einsum("bhnm,bmhd->bnhd", attn, v).reshape(b, n, h * d)
-        out = dense(dim, self.dtype, "to_out", use_bias=False)(out)
+        out = dense(dim, self.dtype, "to_out", use_bias=False)(_multi_head(q, k, v, self.dtype))
         return gain_norm(self.dtype, "out_norm")(out)
 
 
@@ -120,8 +126,7 @@ class PerceiverAttention(nn.Module):
         kv_input = jnp.concatenate([x, latents], axis=1)
         kv = dense(2 * h * d, self.dtype, "to_kv", use_bias=False)(kv_input)
         k, v = jnp.split(kv.reshape(b, -1, 2, h, d), 2, axis=2)
-        attn = _softmax(jnp.einsum("bmhd,bnhd->bhmn", q, k[:, :, 0]), self.dtype)
-        out = jnp.einsum("bhmn,bnhd->bmhd", attn, v[:, :, 0]).reshape(b, m, h * d)
+        out = _multi_head(q, k[:, :, 0], v[:, :, 0], self.dtype)
         out = dense(dim, self.dtype, "to_out", use_bias=False)(out)
         return layer_norm(self.dtype, "out_norm")(out)
 

@@ -77,14 +77,23 @@ class JointUNet(nn.Module):
     time_sinu_dim: int
     dtype: Dtype
 
-    def _resnet(self, dim_out: int, name: str, cross_attn: bool = False, use_gca: bool = False):
+    def _resnet(
+        self,
+        dim_out: int,
+        name: str,
+        cross_attn: bool = False,
+        use_gca: bool = False,
+        heads: int | None = None,
+        dim_head: int | None = None,
+    ):
+        """A ResnetBlock; its cross-attention uses ``attn_heads`` × ``attn_dim_head`` unless given."""
         return ResnetBlock(
             dim_out=dim_out,
             groups=self.num_groups,
             cross_attn=cross_attn,
             use_gca=use_gca,
-            heads=self.attn_heads,
-            dim_head=self.attn_dim_head,
+            heads=self.attn_heads if heads is None else heads,
+            dim_head=self.attn_dim_head if dim_head is None else dim_head,
             dtype=self.dtype,
             name=name,
         )
@@ -166,15 +175,12 @@ class JointUNet(nn.Module):
 
     def _middle(self, x, t, context):
         mid = [
-            ResnetBlock(
-                dim_out=x.shape[-1],
-                groups=self.num_groups,
+            self._resnet(
+                x.shape[-1],
+                f"mid_block{i}",
                 cross_attn=True,
-                use_gca=False,
                 heads=self.mid_cross_attn_heads,
                 dim_head=self.mid_cross_attn_dim_head,
-                dtype=self.dtype,
-                name=f"mid_block{i}",
             )
             for i in (1, 2)
         ]
