@@ -21,7 +21,11 @@ def get_config() -> ml_collections.ConfigDict:
     d.builder_config = ""
     d.data_dir = ""  # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets).
     d.manual_dir = ""  # Raw files (Cityscapes zips, CelebA folders); if set, builds on first use.
-    d.image_size = (32, 32)  # (H, W) the model sees; images resized with a filter, labels nearest.
+    d.image_size = (32, 32)  # (H, W) the model sees; images resized with data.resize, labels nearest.
+    # Image filter of the input pipeline's resize and crop: 'nearest' *ref* (the reference resizes
+    # its images nearest-neighbour, from the full-size file) | 'bilinear' | 'bicubic' | 'lanczos'.
+    # Layouts are always resized nearest-neighbour.
+    d.resize = "nearest"
     d.num_classes = 8  # K, number of layout classes (Cityscapes 20, CelebA 19).
     d.train_split = "train"
     d.eval_split = ""  # Held-out split; '' = the dataset's own (validation; CelebA: test).
@@ -85,8 +89,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- diffusion
     c.diffusion = f = ml_collections.ConfigDict()
-    f.noise_schedule = "linear"  # Image log-SNR schedule: 'linear' | 'cosine' | 'cosine_p' *ref*.
-    f.noise_schedule_lbl = "linear"  # Layout schedule (may differ from the image's) *ref*.
+    # Image log-SNR schedule: 'linear' | 'cosine' | 'cosine_p'. The reference code's defaults are
+    # image 'cosine', layout 'cosine_p' (CelebA base and both SR scripts train with them); its
+    # Cityscapes base script passes linear/linear. Each experiment file sets its script's pair.
+    f.noise_schedule = "linear"
+    f.noise_schedule_lbl = "linear"  # Layout schedule (may differ from the image's).
     f.cosine_p = 1.0  # Exponent p of 'cosine_p'.
     f.num_timesteps = 1000  # T of the categorical variational-bound grid *ref*.
     f.t_max = 0.999  # Training times are drawn from U(0, t_max) *ref*.
@@ -94,11 +101,15 @@ def get_config() -> ml_collections.ConfigDict:
     f.p2_gamma = 0.5
     f.lambda_img = 1.0  # Weight of the image (epsilon-MSE) term *ref*.
     f.lambda_lbl = 1.0  # Weight of the layout (variational bound) term *ref*.
-    f.lowres_aug_t_max = 0.999  # SR: training augmentation time of the low-res input ~ U(0, this).
+    f.lowres_aug_t_max = 0.999  # SR: training augmentation time of the low-res input ~ U(0, this) *ref*.
+    # SR: False = one augmentation time per (micro-)batch *ref* (the reference draws one per
+    # GPU's forward); True = one per example.
+    f.lowres_aug_per_example = False
     f.lowres_noise_schedule = "linear"  # SR: schedule noising the low-res image and layout *ref*.
-    # SR: jax.image.resize method taking the image to model.lowres_size and back (the layout is
-    # always nearest); the reference resizes images nearest too.
-    f.lowres_resize = "bilinear"
+    # SR: filter taking the image to model.lowres_size and back up: 'nearest' *ref* (PyTorch's
+    # convention, source index floor(i * in / out)) or a jax.image.resize method ('bilinear',
+    # 'bicubic', 'lanczos3'). The layout is always nearest.
+    f.lowres_resize = "nearest"
 
     # ---------------------------------------------------------------- optimizer
     c.optim = o = ml_collections.ConfigDict()
@@ -108,15 +119,26 @@ def get_config() -> ml_collections.ConfigDict:
     o.eps = 1e-8
     o.warmup_steps = 0  # Linear learning-rate warm-up; 0 disables it.
     o.grad_clip = 0.0  # Global-norm gradient clipping; 0 disables it.
-    o.ema_decay = 0.9999  # EMA of the parameters *ref*.
-    o.ema_warmup = True  # EMA decay min(decay, (1 + step) / (10 + step)).
+    # EMA of the parameters, ema <- decay * ema + (1 - decay) * params after each optimizer step
+    # (step s = optimizer steps done before it):
+    #  'ema_pytorch' *ref* (ema-pytorch 0.2.3 as the reference trainer uses it): only every
+    #    ema_update_every-th step; a copy of the parameters up to the first such step after
+    #    ema_update_after; then decay = min(ema_decay, 1 - (1 + s - ema_update_after)^-ema_power).
+    #  'warmup': every step, decay = min(ema_decay, (1 + s) / (10 + s)).
+    #  'constant': every step, decay = ema_decay.
+    o.ema_schedule = "ema_pytorch"
+    o.ema_decay = 0.9999  # Largest EMA decay (ema-pytorch's beta) *ref*.
+    o.ema_update_after = 100  # 'ema_pytorch': steps of plain copying first *ref*.
+    o.ema_update_every = 10  # 'ema_pytorch': steps between EMA updates *ref*.
+    o.ema_power = 2.0 / 3.0  # 'ema_pytorch': exponent of the decay warm-up *ref*.
 
     # ---------------------------------------------------------------- training
     c.train = r = ml_collections.ConfigDict()
     r.seed = 0  # Root RNG key of the model (init, time draws, noise, text dropout).
-    r.global_batch_size = (
-        32  # Examples per step over all devices *ref*; per-device batch is derived.
-    )
+    # Examples per optimizer step over all devices; the per-device batch is derived. *ref* 8 (the
+    # reference scripts' --batch_size 8 split over 4 GPUs by accelerate's split_batches=True; 4
+    # for CelebA SR).
+    r.global_batch_size = 8
     r.grad_accum_steps = 1  # Micro-batches per step (global batch must divide by it).
     r.num_steps = 300_000  # *ref*
     r.log_every = 100  # Steps between metric logs.
@@ -128,7 +150,7 @@ def get_config() -> ml_collections.ConfigDict:
     # ---------------------------------------------------------------- sampling
     c.sample = s = ml_collections.ConfigDict()
     s.num_steps = 100  # Ancestral steps on the uniform grid 1 -> 0 *ref*.
-    s.guidance_scale = 3.0  # Classifier-free guidance w on both heads *ref*.
+    s.guidance_scale = 3.0  # Classifier-free guidance w on both heads *ref* (base; SR: 1.0).
     s.threshold_p = 0.95  # Dynamic-thresholding quantile *ref*.
     s.noise_schedule = ""  # Image schedule at sampling time; '' = diffusion.noise_schedule.
     s.noise_schedule_lbl = (

@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 100
     c.optim.grad_clip = 1.0
+    c.optim.ema_schedule = "warmup"
     c.optim.ema_decay = 0.999
 
     c.train.global_batch_size = 16

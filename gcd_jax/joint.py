@@ -62,12 +62,23 @@ class NamedSchedule:
 
 
 def check_resize_method(method: str) -> str:
-    """Validates a ``jax.image.resize`` method name (raises ValueError naming it)."""
+    """Validates ``diffusion.lowres_resize``: 'nearest' or a ``jax.image.resize`` method name
+    (raises ValueError naming it)."""
     try:
         jax.image.ResizeMethod.from_string(method)
     except ValueError as e:
         raise ValueError(f"diffusion.lowres_resize={method!r}: {e}") from None
     return method
+
+
+def resize_nearest(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Nearest-neighbour resize of ``[B, h, w, ...]`` to ``[B, H, W, ...]`` in PyTorch's convention
+    (``F.interpolate(mode='nearest')``, the reference's ``resize_image_to``): output pixel ``i``
+    takes source pixel ``floor(i · h / H)``. (``jax.image.resize``'s 'nearest' samples pixel
+    centres instead, which picks the other pixel of each pair when halving.)"""
+    rows = (jnp.arange(size[0]) * x.shape[1]) // size[0]
+    cols = (jnp.arange(size[1]) * x.shape[2]) // size[1]
+    return x[:, rows][:, :, cols]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +93,9 @@ class Process:
       p2_k, p2_gamma: P2 weight ``(k + exp(λ_t))^(−γ)``. lambda_img, lambda_lbl: term weights.
       text_drop_prob: probability of replacing the text by the null text.
       joint: False for the image-only ablation (no layout terms, ``y_t = None``).
-      sr: super-resolution stage; lowres_size ``(h, w)``, lowres_aug_t_max and lowres_resize
-        (``jax.image.resize`` method of the image) define its low-res condition.
+      sr: super-resolution stage; lowres_size ``(h, w)``, lowres_aug_t_max, lowres_aug_per_example
+        (else one time per batch) and lowres_resize (image filter, see ``resize_pair``) define its
+        low-res condition.
     """
 
     image_logsnr: schedules.Schedule
@@ -101,6 +113,7 @@ class Process:
     sr: bool
     lowres_size: tuple[int, int]
     lowres_aug_t_max: float
+    lowres_aug_per_example: bool
     lowres_resize: str
 
     @classmethod
@@ -124,6 +137,7 @@ class Process:
             sr=m.sr,
             lowres_size=tuple(m.lowres_size),
             lowres_aug_t_max=f.lowres_aug_t_max,
+            lowres_aug_per_example=f.lowres_aug_per_example,
             lowres_resize=check_resize_method(f.lowres_resize),
         )
 
@@ -131,13 +145,16 @@ class Process:
 def resize_pair(
     image: jax.Array, label: jax.Array | None, size: tuple[int, int], method: str
 ) -> tuple[jax.Array, jax.Array | None]:
-    """Resizes an image ``[B, h, w, 3]`` with ``method`` (clipped back to [−1, 1], as some filters
-    overshoot) and a layout int32 ``[B, h, w]`` (or None) nearest-neighbour to ``size = (H, W)``.
-    """
+    """Resizes an image ``[B, h, w, 3]`` with ``method`` ('nearest': ``resize_nearest``; else a
+    ``jax.image.resize`` method, clipped back to [−1, 1] as some filters overshoot) and a layout
+    int32 ``[B, h, w]`` (or None) with ``resize_nearest`` to ``size = (H, W)``."""
     b, c = image.shape[0], image.shape[-1]
-    image = jnp.clip(jax.image.resize(image, (b, *size, c), method), -1.0, 1.0)
+    if method == "nearest":
+        image = resize_nearest(image, size)
+    else:
+        image = jnp.clip(jax.image.resize(image, (b, *size, c), method), -1.0, 1.0)
     if label is not None:
-        label = jax.image.resize(label, (b, *size), "nearest")
+        label = resize_nearest(label, size)
     return image, label
 
 
@@ -176,12 +193,16 @@ def _training_lowres(
     process: Process, image: jax.Array, label: jax.Array | None, key: jax.Array
 ) -> dict[str, jax.Array | None]:
     """SR training condition: the high-res pair down to ``lowres_size`` and back up, noised at
-    ``t_aug ~ U(0, lowres_aug_t_max)`` per example. Keys: (t_aug, condition noise)."""
+    ``t_aug ~ U(0, lowres_aug_t_max)``, one per batch (*ref*) or per example. Keys: (t_aug,
+    condition noise)."""
     k_time, k_noise = jax.random.split(key)
     size = image.shape[1:3]
     small = resize_pair(image, label, process.lowres_size, process.lowres_resize)
     image_up, label_up = resize_pair(*small, size, process.lowres_resize)
-    t_aug = jax.random.uniform(k_time, (image.shape[0],), maxval=process.lowres_aug_t_max)
+    b = image.shape[0]
+    num_times = b if process.lowres_aug_per_example else 1
+    t_aug = jax.random.uniform(k_time, (num_times,), maxval=process.lowres_aug_t_max)
+    t_aug = jnp.broadcast_to(t_aug, (b,))
     return lowres_condition(
         image_up, label_up, process.lowres_logsnr(t_aug), k_noise, process.num_classes
     )

@@ -8,7 +8,8 @@ Time runs on the uniform grid ``t_n = 1 − n/N``, ``n = 0..N``; step ``n`` goes
   posterior ``q(x_s | x_t, x̂_0)``; at ``s = 0`` the sample is ``x̂_0`` itself (no noise);
 - layout: ``y_s`` by Gumbel-max from ``q(y_s | y_t, softmax(logits))`` between the label
   schedule's ``t`` and ``s``; at ``s = 0`` the argmax of the predicted ``y_0``. (The reference
-  implementation instead takes one 1/1000 grid step of the layout per sampling step.)
+  samples the layout from a second schedule table of ``sample_timesteps`` = 100 entries, so each
+  of its 100 steps also moves one 1/100 grid step: the same grid.)
 
 The whole loop is one compiled program (``lax.scan``). Denoisers are passed to it as pytrees, so
 that their parameters are arguments of the compiled program rather than constants baked into it:

@@ -74,8 +74,7 @@ def train_step(
         grads = jax.tree.map(lambda g: g / num_micro, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    decay = train_state.ema_decay(config.optim, state.step)
-    ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+    ema_params = train_state.ema_update(config.optim, state.step, state.ema_params, params)
     metrics = {name: jnp.mean(value) for name, value in per_example.items()}
     metrics.update(
         grad_norm=optax.tree.norm(grads),

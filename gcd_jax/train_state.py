@@ -38,11 +38,60 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
     return adam
 
 
+def _ema_pytorch(optim: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+    # ema-pytorch 0.2.3's EMA.update(), called once after every optimizer step (its counter is
+    # our ``step``): nothing unless step % every == 0; a copy while step <= after, and again at
+    # the first update after it (``initted``); then lerp with 1 - (1 + step - after)^-power.
+    every, after = optim.ema_update_every, optim.ema_update_after
+    first_update = (after // every + 1) * every
+    step = step.astype(jnp.float32)
+    ramp = 1.0 - (1.0 + step - after) ** (-optim.ema_power)
+    decay = jnp.clip(ramp, 0.0, optim.ema_decay)
+    decay = jnp.where(step <= first_update, 0.0, decay)
+    return jnp.where(jnp.mod(step, every) == 0, decay, 1.0)
+
+
+def _ema_warmup(optim: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+    return jnp.minimum(optim.ema_decay, (1.0 + step) / (10.0 + step))
+
+
+def _ema_constant(optim: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+    return jnp.full((), optim.ema_decay, jnp.float32)
+
+
+# ``config.optim.ema_schedule`` -> decay rule; see experiments/base.py.
+EMA_SCHEDULES = {"ema_pytorch": _ema_pytorch, "warmup": _ema_warmup, "constant": _ema_constant}
+
+
 def ema_decay(optim: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
-    """``min(decay, (1 + step) / (10 + step))`` with warm-up, else the constant decay."""
-    if optim.ema_warmup:
-        return jnp.minimum(optim.ema_decay, (1.0 + step) / (10.0 + step))
-    return jnp.asarray(optim.ema_decay, jnp.float32)
+    """The decay of the EMA update after optimizer step ``step`` (int32 ``[]``, the steps done
+    before it): ``ema <- decay · ema + (1 − decay) · params``; 1 leaves the EMA as it is, 0 copies
+    the parameters. float32 ``[]``."""
+    if optim.ema_schedule not in EMA_SCHEDULES:
+        raise ValueError(
+            f"Unknown optim.ema_schedule {optim.ema_schedule!r}; expected one of "
+            f"{sorted(EMA_SCHEDULES)}."
+        )
+    return EMA_SCHEDULES[optim.ema_schedule](optim, jnp.asarray(step)).astype(jnp.float32)
+
+
+def ema_update(
+    optim: ml_collections.ConfigDict, step: jax.Array, ema_params: PyTree, params: PyTree
+) -> PyTree:
+    """The EMA parameters after optimizer step ``step`` gave ``params`` (see ``ema_decay``)."""
+    decay = ema_decay(optim, step)
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+
+
+def describe_ema(optim: ml_collections.ConfigDict) -> str:
+    """One line naming the EMA rule and its settings, for the run's first log lines."""
+    if optim.ema_schedule == "ema_pytorch":
+        return (
+            f"EMA ema_pytorch (every {optim.ema_update_every} steps after step "
+            f"{optim.ema_update_after}, decay min({optim.ema_decay}, 1 - (1 + s - "
+            f"{optim.ema_update_after})^-{optim.ema_power:.4g}))"
+        )
+    return f"EMA {optim.ema_schedule} (decay {optim.ema_decay})"
 
 
 def init_state(

@@ -218,10 +218,13 @@ def test_image_only_ablation():
     np.testing.assert_array_equal(out["loss_lbl"], 0.0)
 
 
-def test_sr_condition():
-    """SR: the high-res pair goes down to lowres_size and back up (nearest here, so that the NumPy
-    reference is exact), then both modalities are noised at one t_aug per example."""
-    cfg = make_config(lowres_resize="nearest", lowres_aug_t_max=0.3)
+@pytest.mark.parametrize("per_example", [True, False])
+def test_sr_condition(per_example):
+    """SR: the high-res pair goes down to lowres_size and back up (nearest, PyTorch's convention,
+    as the reference), then both modalities are noised at one t_aug per example or per batch."""
+    cfg = make_config(
+        lowres_resize="nearest", lowres_aug_t_max=0.3, lowres_aug_per_example=per_example
+    )
     cfg.model.sr, cfg.model.lowres_size = True, (2, 2)
     process = joint.Process.from_config(cfg)
     batch, params, key = make_batch(), Params(), jax.random.key(5)
@@ -242,10 +245,11 @@ def test_sr_condition():
     k_lowres = jax.random.split(key, 5)[4]
     k_time, k_noise = jax.random.split(k_lowres)
     k_img, k_lbl = jax.random.split(k_noise)
-    t_aug = np.float64(jax.random.uniform(k_time, (B,), maxval=0.3))
+    t_aug = np.float64(jax.random.uniform(k_time, (B if per_example else 1,), maxval=0.3))
+    t_aug = np.broadcast_to(t_aug, (B,))
     lam = np_logsnr("linear", t_aug)
-    # jax.image.resize 'nearest' 4 -> 2 keeps pixels 1 and 3; 2 -> 4 repeats each twice.
-    rows = np.array([1, 1, 3, 3])
+    # PyTorch's nearest, floor(i * in / out): 4 -> 2 keeps pixels 0 and 2; 2 -> 4 repeats each.
+    rows = np.array([0, 0, 2, 2])
     image_up = batch["image"][:, rows][:, :, rows]
     label_up = batch["label"][:, rows][:, :, rows]
     noise = np.float64(jax.random.normal(k_img, (B * H * W * 3,)).reshape(B, H, W, 3))

@@ -1,8 +1,9 @@
 """Augmentations applied identically to an image and its layout.
 
-Every augmentation maps (image uint8 [h, w, 3], label uint8 [h, w], size (H, W), crop_scale, rng)
-to (image uint8 [H, W, 3], label uint8 [H, W]): the image is resampled with a bicubic filter
-(antialiased when shrinking), the layout with nearest neighbour over the same source region.
+Every augmentation maps (image uint8 [h, w, 3], label uint8 [h, w], size (H, W), crop_scale,
+resize, rng) to (image uint8 [H, W, 3], label uint8 [H, W]): the image is resampled with the filter
+``resize`` names (``FILTERS``; 'nearest' is the reference's), the layout always with nearest
+neighbour, over the same source region.
 """
 
 from collections.abc import Callable
@@ -12,22 +13,42 @@ from PIL import Image
 
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) source region, in pixels.
 Augmentation = Callable[
-    [np.ndarray, np.ndarray, tuple[int, int], tuple[float, float], np.random.Generator],
+    [np.ndarray, np.ndarray, tuple[int, int], tuple[float, float], str, np.random.Generator],
     tuple[np.ndarray, np.ndarray],
 ]
 
+# Image filters by ``config.data.resize`` (PIL's; antialiased when shrinking, except 'nearest').
+FILTERS: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def image_filter(name: str) -> Image.Resampling:
+    """The ``FILTERS`` entry ``name``; ValueError naming the field and the known filters."""
+    if name not in FILTERS:
+        raise ValueError(f"Unknown data.resize {name!r}; expected one of {sorted(FILTERS)}.")
+    return FILTERS[name]
+
 
 def resize_pair(
-    image: np.ndarray, label: np.ndarray, size: tuple[int, int], box: Box | None = None
+    image: np.ndarray,
+    label: np.ndarray,
+    size: tuple[int, int],
+    resize: str = "nearest",
+    box: Box | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Maps the region `box` (default: everything) of image and layout onto (H, W) = `size`."""
+    """Maps the region `box` (default: everything) of image and layout onto (H, W) = `size`,
+    the image with the filter ``resize`` names, the layout nearest-neighbour."""
     h, w = label.shape
     if box is None:
         if (h, w) == tuple(size):
             return image, label
         box = (0.0, 0.0, float(w), float(h))
     out = (size[1], size[0])
-    image = Image.fromarray(image).resize(out, Image.Resampling.BICUBIC, box=box)
+    image = Image.fromarray(image).resize(out, image_filter(resize), box=box)
     label = Image.fromarray(label).resize(out, Image.Resampling.NEAREST, box=box)
     return np.asarray(image), np.asarray(label)
 
@@ -38,23 +59,23 @@ def _maybe_flip(image, label, rng):
     return image, label
 
 
-def _none(image, label, size, crop_scale, rng):
-    return resize_pair(image, label, size)
+def _none(image, label, size, crop_scale, resize, rng):
+    return resize_pair(image, label, size, resize)
 
 
-def _flip(image, label, size, crop_scale, rng):
-    image, label = resize_pair(image, label, size)
+def _flip(image, label, size, crop_scale, resize, rng):
+    image, label = resize_pair(image, label, size, resize)
     return _maybe_flip(image, label, rng)
 
 
-def _resized_crop(image, label, size, crop_scale, rng):
+def _resized_crop(image, label, size, crop_scale, resize, rng):
     # Rescale by s ~ U(crop_scale), crop back to the original size, resize, flip (*ref*): the
     # same as resizing a random window 1/s of the image, done in one resampling.
     s = rng.uniform(*crop_scale)
     h, w = label.shape
     crop_h, crop_w = h / s, w / s
     y0, x0 = rng.uniform(0.0, h - crop_h), rng.uniform(0.0, w - crop_w)
-    image, label = resize_pair(image, label, size, (x0, y0, x0 + crop_w, y0 + crop_h))
+    image, label = resize_pair(image, label, size, resize, (x0, y0, x0 + crop_w, y0 + crop_h))
     return _maybe_flip(image, label, rng)
 
 

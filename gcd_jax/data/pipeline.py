@@ -51,6 +51,7 @@ class _Recipe:
     size: tuple[int, int]
     augmentation: augment.Augmentation
     crop_scale: tuple[float, float]
+    resize: str  # image filter name (augment.FILTERS)
     seed: int
     keep_text: np.ndarray  # bool [N]
 
@@ -60,7 +61,7 @@ def _train_example(recipe: _Recipe, epoch: int, index: int) -> dict:
     raw = recipe.source[index]
     rng = np.random.default_rng([recipe.seed, _AUGMENT, epoch, index])
     image, label = recipe.augmentation(
-        raw["image"], raw["label"], recipe.size, recipe.crop_scale, rng
+        raw["image"], raw["label"], recipe.size, recipe.crop_scale, recipe.resize, rng
     )
     captions = [_text(c) for c in raw["captions"]]
     caption = captions[rng.integers(len(captions))] if captions else ""
@@ -176,12 +177,14 @@ def create_train_iterator(
         )
     if not 0.0 <= data.caption_fraction <= 1.0:
         raise ValueError(f"config.data.caption_fraction={data.caption_fraction} not in [0, 1].")
+    augment.image_filter(data.resize)  # validates the name before any data is read
     source = sources.open_split(config, data.train_split)
     recipe = _Recipe(
         source=source,
         size=tuple(data.image_size),
         augmentation=augment.augmentation(data.augment),
         crop_scale=tuple(data.crop_scale),
+        resize=data.resize,
         seed=data.seed,
         keep_text=text_mask(data.seed, len(source), data.caption_fraction),
     )
@@ -208,7 +211,9 @@ def load_eval_examples(config: ml_collections.ConfigDict, num: int) -> dict[str,
     images, labels, captions, names = [], [], [], []
     for i in range(min(num, len(source))):
         raw = source[i]
-        image, label = augment.resize_pair(raw["image"], raw["label"], size)
+        image, label = augment.resize_pair(
+            raw["image"], raw["label"], size, config.data.resize
+        )
         images.append(image)
         labels.append(label)
         captions.append(_text(raw["captions"][0]) if len(raw["captions"]) else "")
