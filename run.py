@@ -37,14 +37,30 @@ _MULTIHOST = flags.DEFINE_bool(
     False,
     "Call jax.distributed.initialize() first (TPU pod slices, multi-host GPU clusters).",
 )
-_IMAGE = flags.DEFINE_string("image", "", "outpaint: known image (RGB file at data.image_size).")
-_LAYOUT = flags.DEFINE_string("layout", "", "outpaint: known layout (label-map PNG, values < K).")
+_IMAGE = flags.DEFINE_string(
+    "image",
+    "",
+    "outpaint: known image (RGB file at data.image_size); SR sample: low-res start image.",
+)
+_LAYOUT = flags.DEFINE_string(
+    "layout", "", "outpaint: known layout (label-map PNG, values < K); SR sample: low-res start."
+)
+_BASE_WORKDIR = flags.DEFINE_string(
+    "base_workdir", "", "SR sample: the base model's workdir; samples the cascade base -> SR."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 MODES = {
     "train": lambda config, workdir: train.train_and_evaluate(config, workdir),
     "sample": lambda config, workdir: sample.sample_main(
-        config, workdir, _PROMPTS.value, _SEED.value, _STEP.value
+        config,
+        workdir,
+        _PROMPTS.value,
+        _SEED.value,
+        _STEP.value,
+        _BASE_WORKDIR.value,
+        _IMAGE.value,
+        _LAYOUT.value,
     ),
     "outpaint": lambda config, workdir: sample.outpaint_main(
         config, workdir, _PROMPTS.value, _SEED.value, _IMAGE.value, _LAYOUT.value, _STEP.value

@@ -8,6 +8,7 @@ next training batch). Saving is asynchronous; ``close`` waits for the last save.
 import os
 from typing import Any
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -40,6 +41,34 @@ def structural_differences(saved: dict, current: dict) -> list[str]:
     ]
 
 
+def _tuples(tree: Any) -> Any:
+    """JSON lists back to the tuples the configs use (module fields must be hashable)."""
+    if isinstance(tree, dict):
+        return {k: _tuples(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return tuple(_tuples(v) for v in tree)
+    return tree
+
+
+def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
+    """The experiment config saved with the checkpoint at ``step`` (default: latest) of
+    ``workdir``; FileNotFoundError when there is none."""
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"No checkpoints in {directory}: is {workdir!r} a training workdir?"
+        )
+    manager = ocp.CheckpointManager(directory, item_names=("state", "config", "data"))
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"No checkpoint in {directory}.")
+        saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    finally:
+        manager.close()
+    return ml_collections.ConfigDict(_tuples(saved["config"]))
+
+
 class Checkpointer:
     """Keeps the last ``config.train.keep_checkpoints`` checkpoints of one workdir."""
 
@@ -63,11 +92,7 @@ class Checkpointer:
             "config"
         ]
 
-    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, int]:
-        """The state at ``step`` (default: latest) laid out like ``abstract_state``, and the data
-        position. Raises a ``ValueError`` naming the differing fields when the checkpoint was made
-        with an incompatible config."""
-        step = self.latest_step() if step is None else step
+    def _check_compatible(self, step: int) -> None:
         differences = structural_differences(self.saved_config(step), self._config)
         if differences:
             raise ValueError(
@@ -76,6 +101,13 @@ class Checkpointer:
                 + "\n  ".join(differences)
                 + "\nUse another --workdir, or the checkpoint's settings."
             )
+
+    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, int]:
+        """The state at ``step`` (default: latest) laid out like ``abstract_state``, and the data
+        position. Raises a ``ValueError`` naming the differing fields when the checkpoint was made
+        with an incompatible config."""
+        step = self.latest_step() if step is None else step
+        self._check_compatible(step)
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
@@ -83,6 +115,24 @@ class Checkpointer:
             ),
         )
         return restored["state"], int(restored["data"]["next_batch"])
+
+    def restore_params(self, abstract_params: Any, step: int, field: str = "ema_params") -> Any:
+        """Only ``state.{field}`` (``'ema_params'`` or ``'params'``) of the checkpoint at ``step``,
+        laid out like ``abstract_params`` (``ShapeDtypeStruct`` leaves, with shardings or not):
+        an Orbax partial restore that reads neither the optimizer state nor the other copy of the
+        parameters."""
+        self._check_compatible(step)
+        target = {field: abstract_params}
+
+        def restore_args(leaf):
+            sharding = getattr(leaf, "sharding", None)
+            return ocp.ArrayRestoreArgs(dtype=leaf.dtype, sharding=sharding)
+
+        args = ocp.args.PyTreeRestore(
+            item=target, restore_args=jax.tree.map(restore_args, target), partial_restore=True
+        )
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=args))
+        return restored["state"][field]
 
     def save(self, step: int, state: Any, next_batch: int) -> None:
         """Starts an asynchronous save (replacing nothing: one checkpoint per step)."""

@@ -21,7 +21,6 @@ top, worst below, by per-sample alignment mIoU, else recall).
 import json
 import math
 import os
-import time
 from collections.abc import Callable
 
 import jax
@@ -29,7 +28,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from gcd_jax import metrics, sample, viz
+from gcd_jax import generation, metrics, viz
 from gcd_jax.data import classes, pipeline, scenes
 
 Segmenter = Callable[[np.ndarray], np.ndarray]  # images [N, H, W, 3] in [-1, 1] -> int [N, H, W]
@@ -48,31 +47,23 @@ def feature_network(name: str) -> metrics.FeatureFn:
     return FEATURES[name]
 
 
-def held_out(config: ml_collections.ConfigDict, num: int) -> tuple[list[str], np.ndarray]:
-    """``num`` prompts (held-out captions, cycled) and the real held-out images ``[n, H, W, 3]``."""
+def held_out(config: ml_collections.ConfigDict, num: int) -> tuple[list[str], dict]:
+    """``num`` prompts (held-out captions, cycled) and the held-out examples (``image`` float
+    ``[n, H, W, 3]``, ``label`` ``[n, H, W]``, ...) of ``pipeline.load_eval_examples``."""
     examples = pipeline.load_eval_examples(config, num)
     captions = [str(c) for c in examples["captions"]]
     if len(captions) < num:
         logging.info("evaluate: %d held-out captions, cycling them to %d", len(captions), num)
-    return [captions[i % len(captions)] for i in range(num)], examples["image"]
+    return [captions[i % len(captions)] for i in range(num)], examples
 
 
-def generate_with_progress(
-    config: ml_collections.ConfigDict, loaded: sample.Loaded, prompts: list[str], key: jax.Array
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """``sample.generate`` one compiled batch at a time, logging progress. Same outputs."""
-    size, images, layouts = config.sample.batch_size, [], []
-    t0 = time.perf_counter()
-    for i, start in enumerate(range(0, len(prompts), size)):
-        chunk = prompts[start : start + size]
-        x, y = sample.generate(config, loaded, chunk, jax.random.fold_in(key, i))
-        images.append(x)
-        layouts.append(y)
-        done = start + len(chunk)
-        logging.info(
-            "evaluate: sampled %d / %d pairs (%.0f s)", done, len(prompts), time.perf_counter() - t0
-        )
-    return np.concatenate(images), None if layouts[0] is None else np.concatenate(layouts)
+def held_out_lowres(config: ml_collections.ConfigDict, examples: dict, num: int):
+    """SR models: the low-res condition of each prompt, the held-out pair it was captioned from
+    (cycled like the prompts) resized down as in training. None for a base model."""
+    if not config.model.sr:
+        return None
+    rows = np.arange(num) % len(examples["image"])
+    return generation.lowres_from_data(config, examples["image"][rows], examples["label"][rows])
 
 
 def score_pairs(
@@ -231,10 +222,17 @@ def evaluate_main(
     info = classes.dataset_info(config.data.name)
     feature_name = "user_features" if features is not None else e.features
     features = features if features is not None else feature_network(e.features)
-    loaded = sample.load(config, workdir, step)
-    prompts, real = held_out(config, e.num_samples)
-    logging.info("evaluate: step %d, %d prompts", loaded.step, len(prompts))
-    images, layouts = generate_with_progress(config, loaded, prompts, jax.random.key(seed))
+    model = generation.load(config, workdir, step)
+    prompts, examples = held_out(config, e.num_samples)
+    real = examples["image"]
+    logging.info("evaluate: step %d, %d prompts", model.step, len(prompts))
+    images, layouts = generation.generate(
+        model,
+        prompts,
+        jax.random.key(seed),
+        lowres=held_out_lowres(config, examples, len(prompts)),
+        progress=generation.log_progress("evaluate"),
+    )
     segmenter = SEGMENTERS.get(config.data.name)  # absent -> skipped, logged in score_pairs
     scores, arrays, skipped = score_pairs(
         info, prompts, images, layouts, segmenter, e.min_class_fraction
@@ -243,7 +241,7 @@ def evaluate_main(
     ranked = ranking_score(arrays)
     best, worst = best_and_worst(ranked[1], e.num_examples_png) if ranked else ([], [])
     report = {
-        "checkpoint_step": loaded.step,
+        "checkpoint_step": model.step,
         "seed": seed,
         "dataset": config.data.name,
         "joint": config.model.joint,
@@ -260,7 +258,7 @@ def evaluate_main(
         "skipped": skipped,
         "samples": sample_records(info, prompts, arrays),
     }
-    outdir = os.path.join(workdir, "eval", f"step_{loaded.step}")
+    outdir = os.path.join(workdir, "eval", f"step_{model.step}")
     write_report(outdir, report)
     rows = layouts if layouts is not None else arrays.get("segmented")
     if rows is not None:

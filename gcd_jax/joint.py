@@ -17,6 +17,7 @@ Time conventions (DESIGN §3, matching the reference implementation, github:pmh9
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +25,9 @@ import ml_collections
 
 from gcd_jax import categorical, gaussian, schedules
 
-# ``denoise(x_t, y_t, logsnr, text, text_mask, drop_text, **lowres) -> (eps_hat, logits)``: the
-# network with its parameters bound, e.g. ``functools.partial(model.apply, {'params': params})``.
-TrainDenoiser = Callable[..., tuple[jax.Array, jax.Array | None]]
+# ``apply(params, x_t, y_t, logsnr, cond) -> (eps_hat, logits)``: the network's one calling
+# convention (``gcd_jax.networks``; e.g. ``nets.apply``).
+Apply = Callable[..., tuple[jax.Array, jax.Array | None]]
 
 
 def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -222,15 +223,15 @@ def _label_grid(process: Process, t: jax.Array) -> tuple[jax.Array, jax.Array, j
 
 
 def loss(
-    process: Process, denoise: TrainDenoiser, batch: dict[str, jax.Array], key: jax.Array
+    process: Process, apply: Apply, params: Any, batch: dict[str, jax.Array], key: jax.Array
 ) -> dict[str, jax.Array]:
     """Per-example GCDP training loss (DESIGN §3).
 
     Args:
       process: from ``Process.from_config``.
-      denoise: the network with its parameters bound (``TrainDenoiser``); called once as
-        ``denoise(x_t, y_t, λ_img(t), text, text_mask, drop_text[, lowres_image=, lowres_label=,
-        lowres_logsnr=])`` with ``y_t = None`` when not joint.
+      apply, params: the network (``gcd_jax.networks``), called once as ``apply(params, x_t, y_t,
+        λ_img(t), cond)`` with ``cond = {text, text_mask, drop_text[, lowres_image, lowres_label,
+        lowres_logsnr]}`` and ``y_t = None`` when not joint.
       batch: ``image`` float32 ``[B, H, W, 3]`` in [−1, 1]; ``label`` int32 ``[B, H, W]``; ``text``
         embeddings ``[B, L, D]``; ``mask`` bool ``[B, L]``; ``has_text`` bool ``[B]`` (False trains
         the example with the null text). SR: the pair at the high resolution.
@@ -253,8 +254,10 @@ def loss(
     if process.sr:
         lowres = _training_lowres(process, image, label if process.joint else None, k_lowres)
 
+    cond = {"text": batch["text"], "text_mask": batch["mask"], "drop_text": drop_text, **lowres}
+
     def call(y_t: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
-        return denoise(x_t, y_t, logsnr_t, batch["text"], batch["mask"], drop_text, **lowres)
+        return apply(params, x_t, y_t, logsnr_t, cond)
 
     if process.joint:
         logsnr_lbl_t, logsnr_lbl_s, is_first = _label_grid(process, t)

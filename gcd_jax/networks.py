@@ -3,11 +3,18 @@
 Trainable parameters are one pytree ``{'unet': ..., 'text': ...}`` (``'text'`` only for a learned
 text encoder). A frozen encoder's (T5) parameters live outside it, are loaded once and are passed to
 the compiled step as an argument, so they get no gradients and no optimizer state.
+
+One calling convention for the trained network, everywhere (training loss, sampler, outpainting,
+SR cascade, evaluation): ``apply(params, x_t, y_t, logsnr, cond) -> (eps_hat, logits)`` with
+``apply = nets.apply`` (a hashable ``Apply``: a static argument of compiled loops) and ``params``
+passed explicitly (an argument, never a constant baked into the program). ``cond`` is a dict of
+batch-leading arrays: ``text`` ``[B, L, D]``, ``text_mask`` bool ``[B, L]``, optionally
+``drop_text`` bool ``[B]`` (True: the learned null text; absent: all False) and, for the SR U-Net,
+``lowres_image`` ``[B, H, W, 3]``, ``lowres_label`` int32 ``[B, H, W]`` (joint only) and
+``lowres_logsnr`` ``[B]``. Classifier-free guidance is a sampling rule: ``gcd_jax.sampling``.
 """
 
 import dataclasses
-import functools
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -19,6 +26,45 @@ from gcd_jax.models.text import TextEncoder, build_text_encoder
 from gcd_jax.models.unet import JointUNet
 
 PyTree = Any
+
+
+Pair = tuple[jax.Array, jax.Array | None]
+COND_KEYS = ("text", "text_mask", "drop_text", "lowres_image", "lowres_label", "lowres_logsnr")
+
+
+@dataclasses.dataclass(frozen=True)
+class Apply:
+    """``apply(params, x_t, y_t, logsnr, cond) -> (eps_hat [B, H, W, 3], logits [B, H, W, K] |
+    None)``, float32: the joint U-Net with its parameters ``params['unet']`` given per call.
+
+    Compared and hashed by value (the module's settings), so equal models share compiled programs.
+    """
+
+    unet: JointUNet
+
+    def __call__(
+        self, params: PyTree, x_t: jax.Array, y_t: jax.Array | None, logsnr: jax.Array, cond: dict
+    ) -> Pair:
+        unknown = set(cond) - set(COND_KEYS)
+        if unknown:
+            raise ValueError(
+                f"Unknown conditioning inputs {sorted(unknown)}; expected {COND_KEYS}."
+            )
+        drop_text = cond.get("drop_text")
+        if drop_text is None:
+            drop_text = jnp.zeros((x_t.shape[0],), bool)
+        return self.unet.apply(
+            {"params": params["unet"]},
+            x_t,
+            y_t,
+            logsnr,
+            cond["text"],
+            cond["text_mask"],
+            drop_text,
+            lowres_image=cond.get("lowres_image"),
+            lowres_label=cond.get("lowres_label"),
+            lowres_logsnr=cond.get("lowres_logsnr"),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +97,10 @@ class Networks:
         text = self.text.module.apply({"params": text_params}, tokens, mask)
         return jax.lax.stop_gradient(text) if self.text.frozen else text
 
-    def denoiser(self, params: PyTree) -> Callable[..., tuple[jax.Array, jax.Array | None]]:
-        """``denoise(x_t, y_t, logsnr, text, text_mask, drop_text, **lowres) -> (eps, logits)``."""
-        return functools.partial(self.unet.apply, {"params": params["unet"]})
+    @property
+    def apply(self) -> Apply:
+        """The one way to call the trained U-Net (see the module docstring)."""
+        return Apply(self.unet)
 
 
 def build_networks(config: ml_collections.ConfigDict) -> Networks:

@@ -1,110 +1,30 @@
-"""Checkpoint -> samples: the text-to-(image, layout) driver, outpainting from files, PNG output.
+"""``--mode sample`` and ``--mode outpaint``: checkpoint -> PNG grids, per-sample files, manifest.
 
-``python run.py --mode sample --config C --workdir W --prompts "a;b"`` reloads the latest (or a
-given) checkpoint of ``W``, EMA parameters by default, and writes a grid (image row, coloured
-layout row), per-sample PNGs of the image and raw label map, and a JSON manifest to
-``W/samples/``. ``--mode outpaint`` completes a given image and/or layout.
+    python run.py --mode sample --config C --workdir W --prompts "a;b"
+    python run.py --mode sample --config C_sr --workdir W_sr --base_workdir W --prompts "a;b"
+    python run.py --mode sample --config C_sr --workdir W_sr --image x.png --layout y.png
+    python run.py --mode outpaint --config C --workdir W --layout y.png --prompts "a"
+
+A base model samples one pair per prompt. An SR model (``model.sr``) samples the cascade from a base
+workdir (base samples -> SR samples, both stages written) or starts at the SR stage from a given
+image and layout (the reference's ``--start_at_unet_number 2``), resized nearest to its low-res
+size. Outputs go to ``W/samples/step_{S}_seed_{seed}/`` (``W/outpaint/...``): ``grid.png`` (images
+on top, coloured layouts below), ``{i:04d}_image.png``, ``{i:04d}_label.png`` (raw class ids) and
+``manifest.json``; a cascade also writes the base stage under ``lowres/``.
 """
 
-import dataclasses
 import json
 import os
 import pathlib
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from PIL import Image
 
-from gcd_jax import checkpoint, sampling, sharding, train_state, viz
+from gcd_jax import checkpoint, generation, viz
 from gcd_jax.data import classes
-from gcd_jax.models import guided_apply
-from gcd_jax.networks import Networks, build_networks
-
-PyTree = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Loaded:
-    """A restored model ready to sample: networks, the chosen parameters, frozen text params."""
-
-    nets: Networks
-    params: PyTree
-    frozen: PyTree
-    step: int
-
-
-def load(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> Loaded:
-    """Restores the checkpoint at ``step`` (default: latest) of ``workdir``; EMA parameters when
-    ``config.sample.use_ema``. Raises ``FileNotFoundError`` when there is none."""
-    ckpt = checkpoint.Checkpointer(workdir, config)
-    try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(
-                f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train first "
-                f"(python run.py --config ... --workdir {workdir})."
-            )
-        nets = build_networks(config)
-        optimizer = train_state.make_optimizer(config.optim)
-        state, _ = ckpt.restore(train_state.abstract_state(nets, optimizer), step)
-    finally:
-        ckpt.close()
-    params = state.ema_params if config.sample.use_ema else state.params
-    return Loaded(nets, params, nets.load_frozen(), step)
-
-
-def prompt_condition(
-    nets: Networks, params: PyTree, frozen: PyTree, prompts: list[str]
-) -> dict[str, jax.Array]:
-    """``{'text': [B, L, D], 'text_mask': [B, L]}`` for the sampler's denoiser."""
-    tokens, mask = nets.text.tokenize(prompts)
-    return {"text": nets.encode_text(params, frozen, tokens, mask), "text_mask": jnp.asarray(mask)}
-
-
-def generate(
-    config: ml_collections.ConfigDict,
-    loaded: Loaded,
-    prompts: list[str],
-    key: jax.Array,
-    guidance_scale: float | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Samples one pair per prompt in batches of ``sample.batch_size``.
-
-    Returns:
-      images float32 ``[N, H, W, 3]`` in [−1, 1] and layouts int32 ``[N, H, W]`` (None when the
-      model is image-only).
-    """
-    sampler = sampling.Sampler.from_config(config)
-    scale = config.sample.guidance_scale if guidance_scale is None else guidance_scale
-    denoise = sampling.guided_denoiser(
-        guided_apply, loaded.nets.unet, {"params": loaded.params["unet"]}, scale
-    )
-    mesh = sharding.make_mesh()
-    size = config.sample.batch_size
-    images, layouts = [], []
-    for i, start in enumerate(range(0, len(prompts), size)):
-        chunk = prompts[start : start + size]
-        padded = chunk + [chunk[-1]] * (-len(chunk) % mesh.size)  # whole batches per device
-        cond = prompt_condition(loaded.nets, loaded.params, loaded.frozen, padded)
-        shape = (len(padded), *config.data.image_size)
-        x, y = sampling.sample_pairs(
-            sampler, denoise, cond, jax.random.fold_in(key, i), shape, mesh
-        )
-        images.append(np.asarray(x)[: len(chunk)])
-        layouts.append(None if y is None else np.asarray(y)[: len(chunk)])
-    layout = None if layouts[0] is None else np.concatenate(layouts)
-    return np.concatenate(images), layout
-
-
-def grid_png(path: str, config: ml_collections.ConfigDict, images, layouts) -> None:
-    """A two-row grid (images, coloured layouts; a blank row for an image-only model)."""
-    palette = classes.dataset_info(config.data.name).palette
-    layouts = np.zeros(images.shape[:3], np.int32) if layouts is None else layouts
-    viz.save_png(path, viz.make_grid(viz.image_to_uint8(images), layouts, palette))
 
 
 def read_prompts(prompts: str) -> list[str]:
@@ -119,9 +39,32 @@ def read_prompts(prompts: str) -> list[str]:
     return result
 
 
+def read_layout(path: str, num_classes: int) -> np.ndarray:
+    """A raw label-map PNG ``[H, W]`` with values in [0, K); anything else is a clear error."""
+    label = np.asarray(Image.open(path))
+    if label.ndim != 2:
+        raise ValueError(f"{path}: a layout must be a single-channel label map, got {label.shape}.")
+    if label.min() < 0 or label.max() >= num_classes:
+        raise ValueError(
+            f"{path}: label values span [{label.min()}, {label.max()}], need [0, {num_classes})."
+        )
+    return label.astype(np.int32)
+
+
+def read_image(path: str) -> np.ndarray:
+    """An RGB image file -> float32 ``[H, W, 3]`` in [−1, 1]."""
+    return np.asarray(Image.open(path).convert("RGB"), np.float32) / 127.5 - 1.0
+
+
+def _check_size(path: str, array: np.ndarray, size: tuple[int, int]) -> None:
+    if array.shape[:2] != tuple(size):
+        raise ValueError(f"{path} is {array.shape[:2]}, the model needs {tuple(size)} (H, W).")
+
+
 def write_samples(outdir: str, config, images, layouts, manifest: dict) -> None:
     """Grid, per-sample image/label PNGs and ``manifest.json`` under ``outdir``."""
-    grid_png(os.path.join(outdir, "grid.png"), config, images, layouts)
+    palette = classes.dataset_info(config.data.name).palette
+    viz.save_png(os.path.join(outdir, "grid.png"), viz.pair_grid(images, layouts, palette))
     for i, image in enumerate(viz.image_to_uint8(images)):
         viz.save_png(os.path.join(outdir, f"{i:04d}_image.png"), image)
         if layouts is not None:
@@ -130,48 +73,79 @@ def write_samples(outdir: str, config, images, layouts, manifest: dict) -> None:
         json.dump(manifest, f, indent=2)
 
 
+def _manifest(model: generation.Model, seed: int, prompts: list[str], **extra) -> dict:
+    s = model.config.sample
+    return {
+        "checkpoint_step": model.step,
+        "seed": seed,
+        "prompts": prompts,
+        "guidance_scale": s.guidance_scale,
+        "num_steps": s.num_steps,
+        "use_ema": s.use_ema,
+        "files": [f"{i:04d}_image.png" for i in range(len(prompts))],
+        **extra,
+    }
+
+
+def _given_lowres(config, prompts, image_path, layout_path) -> generation.Pair:
+    """The SR stage's start from files: one image and one layout, resized to the low-res size
+    (nearest, as the reference resizes its start image), repeated for every prompt."""
+    if not (image_path and (layout_path or not config.model.joint)):
+        raise ValueError(
+            "An SR config samples from --base_workdir (the cascade) or from --image and --layout "
+            "(starting at the SR stage)."
+        )
+    image = read_image(image_path)[None]
+    label = read_layout(layout_path, config.data.num_classes)[None] if layout_path else None
+    if label is not None and label.shape != image.shape[:3]:
+        raise ValueError(f"{image_path} is {image.shape[1:3]} but {layout_path} {label.shape[1:]}.")
+    lowres_config = ml_collections.ConfigDict(config.to_dict())
+    lowres_config.diffusion.lowres_resize = "nearest"
+    image, label = generation.lowres_from_data(lowres_config, image, label)
+    n = len(prompts)
+    return np.repeat(image, n, 0), None if label is None else np.repeat(label, n, 0)
+
+
 def sample_main(
     config: ml_collections.ConfigDict,
     workdir: str,
     prompts: str,
     seed: int,
     step: int | None = None,
+    base_workdir: str = "",
+    image_path: str = "",
+    layout_path: str = "",
 ) -> str:
     """``--mode sample``: returns the output folder ``{workdir}/samples/step_{S}_seed_{seed}``."""
-    loaded = load(config, workdir, step)
     prompt_list = read_prompts(prompts)
-    logging.info("sampling %d prompts from step %d", len(prompt_list), loaded.step)
-    images, layouts = generate(config, loaded, prompt_list, jax.random.key(seed))
-    outdir = os.path.join(workdir, "samples", f"step_{loaded.step}_seed_{seed}")
-    manifest = {
-        "checkpoint_step": loaded.step,
-        "seed": seed,
-        "prompts": prompt_list,
-        "guidance_scale": config.sample.guidance_scale,
-        "num_steps": config.sample.num_steps,
-        "use_ema": config.sample.use_ema,
-        "files": [f"{i:04d}_image.png" for i in range(len(prompt_list))],
-    }
-    write_samples(outdir, config, images, layouts, manifest)
-    return outdir
-
-
-def read_layout(path: str, config: ml_collections.ConfigDict) -> np.ndarray:
-    """A raw label-map PNG ``[H, W]`` with values in [0, K); anything else is a clear error."""
-    label = np.asarray(Image.open(path))
-    if label.ndim != 2:
-        raise ValueError(f"{path}: a layout must be a single-channel label map, got {label.shape}.")
-    k = config.data.num_classes
-    if label.min() < 0 or label.max() >= k:
-        raise ValueError(
-            f"{path}: label values span [{label.min()}, {label.max()}], need [0, {k})."
+    if not config.model.sr and (base_workdir or image_path or layout_path):
+        raise ValueError("--base_workdir/--image/--layout are for SR configs (model.sr=True).")
+    key = jax.random.key(seed)
+    base = None
+    if config.model.sr and base_workdir:
+        base_config = checkpoint.read_config(base_workdir)
+        generation.check_cascade(base_config, config)
+        base = generation.load(base_config, base_workdir)
+    elif config.model.sr:
+        lowres = _given_lowres(config, prompt_list, image_path, layout_path)
+    model = generation.load(config, workdir, step)
+    logging.info("sampling %d prompts from step %d", len(prompt_list), model.step)
+    progress = generation.log_progress("sample")
+    outdir = os.path.join(workdir, "samples", f"step_{model.step}_seed_{seed}")
+    if base is not None:
+        lowres, (images, layouts) = generation.cascade(
+            base, model, prompt_list, key, None, progress
         )
-    return label.astype(np.int32)
-
-
-def read_image(path: str) -> np.ndarray:
-    """An RGB image file -> float32 ``[H, W, 3]`` in [−1, 1]."""
-    return np.asarray(Image.open(path).convert("RGB"), np.float32) / 127.5 - 1.0
+        manifest = _manifest(base, seed, prompt_list, workdir=base_workdir)
+        write_samples(os.path.join(outdir, "lowres"), base.config, *lowres, manifest)
+    else:
+        low = lowres if config.model.sr else None
+        images, layouts = generation.generate(
+            model, prompt_list, key, lowres=low, progress=progress
+        )
+    extra = {"base_workdir": base_workdir, "image": image_path, "layout": layout_path}
+    write_samples(outdir, config, images, layouts, _manifest(model, seed, prompt_list, **extra))
+    return outdir
 
 
 def outpaint_main(
@@ -185,46 +159,48 @@ def outpaint_main(
 ) -> str:
     """``--mode outpaint``: layout -> image (semantic image synthesis) and/or image -> layout
     (segmentation). The given modality is kept exactly, the other is generated; one sample per
-    prompt, and without prompts one unconditional sample (guidance on the null text alone)."""
+    prompt, and without prompts one unconditional sample (guidance on the null text alone). An SR
+    model takes both files and conditions on their low-res versions as well."""
     if not (image_path or layout_path):
         raise ValueError("--mode outpaint needs --image and/or --layout.")
     if layout_path and not config.model.joint:
         raise ValueError("An image-only model (model.joint=False) has no layout to condition on.")
-    loaded = load(config, workdir, step)
+    if config.model.sr and not (image_path and layout_path):
+        raise ValueError("SR outpainting conditions on a low-res pair: give --image and --layout.")
     size = tuple(config.data.image_size)
     prompt_list = read_prompts(prompts) if prompts else [""]
     n = len(prompt_list)
     image = read_image(image_path) if image_path else np.zeros((*size, 3), np.float32)
-    label = read_layout(layout_path, config) if layout_path else np.zeros(size, np.int32)
+    label = read_layout(layout_path, config.data.num_classes) if layout_path else None
     for path, array in ((image_path, image), (layout_path, label)):
-        if path and array.shape[:2] != size:
-            raise ValueError(f"{path} is {array.shape[:2]}, the model samples {size} (H, W).")
-    sampler = sampling.Sampler.from_config(config)
+        if path:
+            _check_size(path, array, size)
+    images = np.broadcast_to(image, (n, *size, 3))
+    labels = None if label is None else np.broadcast_to(label, (n, *size))
+    lowres = generation.lowres_from_data(config, images, labels) if config.model.sr else None
+    model = generation.load(config, workdir, step)
     scale = config.sample.guidance_scale if prompts else 0.0
-    denoise = sampling.guided_denoiser(
-        guided_apply, loaded.nets.unet, {"params": loaded.params["unet"]}, scale
-    )
-    cond = prompt_condition(loaded.nets, loaded.params, loaded.frozen, prompt_list)
-    x, y = sampling.outpaint(
-        sampler,
-        denoise,
-        cond,
+    x, y = generation.outpaint(
+        model,
+        prompt_list,
         jax.random.key(seed),
-        np.broadcast_to(image, (n, *size, 3)),
+        images,
         np.full((n, *size), bool(image_path)),
-        np.broadcast_to(label, (n, *size)) if config.model.joint else None,
-        np.full((n, *size), bool(layout_path)) if config.model.joint else None,
+        labels,
+        None if labels is None else np.ones((n, *size), bool),
+        guidance_scale=scale,
+        lowres=lowres,
+        progress=generation.log_progress("outpaint"),
     )
-    outdir = os.path.join(workdir, "outpaint", f"step_{loaded.step}_seed_{seed}")
-    manifest = {
-        "checkpoint_step": loaded.step,
-        "seed": seed,
-        "prompts": prompt_list,
-        "image": image_path,
-        "layout": layout_path,
-        "guidance_scale": scale,
-        "num_steps": config.sample.num_steps,
-        "resample_steps": config.sample.resample_steps,
-    }
-    write_samples(outdir, config, np.asarray(x), None if y is None else np.asarray(y), manifest)
+    outdir = os.path.join(workdir, "outpaint", f"step_{model.step}_seed_{seed}")
+    manifest = _manifest(
+        model,
+        seed,
+        prompt_list,
+        image=image_path,
+        layout=layout_path,
+        resample_steps=config.sample.resample_steps,
+    )
+    manifest["guidance_scale"] = scale
+    write_samples(outdir, config, x, y, manifest)
     return outdir

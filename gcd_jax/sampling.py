@@ -11,10 +11,13 @@ Time runs on the uniform grid ``t_n = 1 − n/N``, ``n = 0..N``; step ``n`` goes
   samples the layout from a second schedule table of ``sample_timesteps`` = 100 entries, so each
   of its 100 steps also moves one 1/100 grid step: the same grid.)
 
-The whole loop is one compiled program (``lax.scan``). Denoisers are passed to it as pytrees, so
-that their parameters are arguments of the compiled program rather than constants baked into it:
-``jax.tree_util.Partial`` and ``functools.partial`` (whose bound arguments must then be arrays or
-pytrees of arrays) are traced through; any other callable is static, its closure baked in.
+The whole loop is one compiled program (``lax.scan``). The network is called by the project's one
+convention, ``apply(params, x_t, y_t, logsnr, cond)`` (``gcd_jax.networks``): ``apply`` is a static
+argument (hashable; equal ``apply``s share compiled programs) and ``params`` an argument of the
+compiled program, never a constant baked into it. Classifier-free guidance is the sampler's rule
+(``guided``): the conditional and the null (dropped-text) outputs come from one batched forward and
+are combined as ``null + w·(cond − null)`` for ε and for the layout logits; ``w`` is traced (a new
+value does not recompile), and ``w = 1`` skips the null half.
 
 RNG: ``key -> (init, steps)``; ``init -> (image, layout)``; ``steps -> N`` step keys; a step key
 ``-> (image noise, layout Gumbel)``. In outpainting a step key ``-> R`` pass keys, each
@@ -25,7 +28,7 @@ is drawn flat (``joint.standard_normal``), layouts by ``categorical.sample``.
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -35,9 +38,11 @@ from jax.sharding import Mesh
 
 from gcd_jax import categorical, gaussian, joint, schedules, sharding
 
-# ``denoise(x_t [B,H,W,3], y_t [B,H,W] int32 | None, logsnr [B], cond) -> (eps_hat [B,H,W,3],
-# logits [B,H,W,K] | None)``; ``cond`` is any pytree of batch-leading arrays (text embeddings,
-# masks, SR conditioning), passed through untouched.
+# ``apply(params, x_t [B,H,W,3], y_t [B,H,W] int32 | None, logsnr [B], cond) -> (eps_hat
+# [B,H,W,3], logits [B,H,W,K] | None)``; ``cond`` is a dict of batch-leading arrays (text
+# embeddings, masks, SR conditioning; see ``gcd_jax.networks``). Hashable.
+Apply = Callable[..., tuple[jax.Array, jax.Array | None]]
+# Inside the compiled loop: ``denoise(x_t, y_t, logsnr, cond)``, the guided network.
 Denoiser = Callable[..., tuple[jax.Array, jax.Array | None]]
 Pair = tuple[jax.Array, jax.Array | None]
 
@@ -88,43 +93,49 @@ class Sampler:
         )
 
 
-# ------------------------------------------------------------------ denoisers
-@dataclasses.dataclass(frozen=True)
-class _GuidedCall:
-    """Static part of a guided denoiser: compared by value, so the compiled sampler is reused."""
+# ------------------------------------------------------------------ guidance
+def guided(
+    apply: Apply,
+    params: Any,
+    guidance_scale: jax.Array | None,
+    x_t: jax.Array,
+    y_t: jax.Array | None,
+    logsnr: jax.Array,
+    cond: dict[str, Any],
+) -> Pair:
+    """Classifier-free guidance: ``null + w·(cond − null)`` for ε and for the layout logits.
 
-    guided_apply: Callable[..., Pair]
-    model: Hashable
-
-    def __call__(self, variables, guidance_scale, x_t, y_t, logsnr, cond):
-        return self.guided_apply(
-            self.model, variables, x_t, y_t, logsnr, guidance_scale=guidance_scale, **cond
-        )
-
-
-def guided_denoiser(
-    guided_apply: Callable[..., Pair], model: Hashable, variables: Any, guidance_scale: float
-) -> Denoiser:
-    """Classifier-free-guided denoiser over a model's batched cond + null forward.
-
-    Args:
-      guided_apply: ``guided_apply(model, variables, x_t, y_t, logsnr, *, guidance_scale,
-        **cond)``, e.g. ``gcd_jax.models.unet.guided_apply``; ``cond`` holds ``text``,
-        ``text_mask`` and, for the SR U-Net, ``lowres_image``, ``lowres_label``, ``lowres_logsnr``.
-      model: the (hashable) module. variables: e.g. ``{'params': ema_params}``.
-      guidance_scale: ``w``; ``1`` is the conditional model. A traced leaf: changing it does not
-        recompile.
+    The conditional and the null (``drop_text``) outputs come from ONE forward over the batch
+    doubled along axis 0. ``guidance_scale`` None: the conditional network alone (``w = 1``, one
+    forward of the batch). Returns float32 ``eps_hat`` ``[B, H, W, 3]`` and logits ``[B, H, W, K]``
+    (None when not joint).
     """
-    scale = jnp.asarray(guidance_scale, jnp.float32)
-    return jax.tree_util.Partial(_GuidedCall(guided_apply, model), variables, scale)
+    b = x_t.shape[0]
+    if guidance_scale is None:
+        return apply(params, x_t, y_t, logsnr, {**cond, "drop_text": jnp.zeros((b,), bool)})
+
+    def double(a):
+        return None if a is None else jnp.concatenate([a, a], axis=0)
+
+    both = jax.tree.map(double, {**cond, "x_t": x_t, "y_t": y_t, "logsnr": logsnr})
+    both["drop_text"] = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
+    x2, y2, l2 = both.pop("x_t"), both.pop("y_t"), both.pop("logsnr")
+    outputs = apply(params, x2, y2, l2, both)
+
+    def combine(out):
+        if out is None:
+            return None
+        conditional, null = out[:b].astype(jnp.float32), out[b:].astype(jnp.float32)
+        return null + guidance_scale * (conditional - null)
+
+    return combine(outputs[0]), combine(outputs[1])
 
 
-def _as_pytree(denoise: Denoiser) -> jax.tree_util.Partial:
-    if isinstance(denoise, jax.tree_util.Partial):
-        return denoise
-    if isinstance(denoise, functools.partial):
-        return jax.tree_util.Partial(denoise.func, *denoise.args, **denoise.keywords)
-    return jax.tree_util.Partial(denoise)
+def _scale(guidance_scale: float | jax.Array) -> jax.Array | None:
+    """The traced guidance argument: None for a plain ``1`` (no null forward), else an array."""
+    if isinstance(guidance_scale, int | float) and guidance_scale == 1:
+        return None
+    return jnp.asarray(guidance_scale, jnp.float32)
 
 
 # ------------------------------------------------------------------ one step
@@ -206,7 +217,6 @@ def _constrain(tree: Any, mesh: Mesh | None) -> Any:
 
 
 # ------------------------------------------------------------------ sampling
-@functools.partial(jax.jit, static_argnames=("sampler", "shape", "mesh"))
 def _sample(sampler, denoise, cond, key, shape, mesh):
     k_init, k_steps = jax.random.split(key)
     state = _constrain(initial_state(sampler, k_init, shape), mesh)
@@ -215,28 +225,41 @@ def _sample(sampler, denoise, cond, key, shape, mesh):
     return _scan_steps(sampler, step, state, k_steps)
 
 
+@functools.partial(jax.jit, static_argnames=("sampler", "apply", "shape", "mesh"))
+def _sample_jit(sampler, apply, params, scale, cond, key, shape, mesh):
+    denoise = functools.partial(guided, apply, params, scale)
+    return _sample(sampler, denoise, cond, key, shape, mesh)
+
+
 def sample_pairs(
     sampler: Sampler,
-    denoise: Denoiser,
-    cond: Any,
+    apply: Apply,
+    params: Any,
+    cond: dict[str, Any],
     key: jax.Array,
     shape: tuple[int, int, int],
+    guidance_scale: float | jax.Array = 1.0,
     mesh: Mesh | None = None,
 ) -> Pair:
     """Samples image–layout pairs, the whole N-step loop as one compiled program.
 
     Args:
-      sampler: ``Sampler.from_config``. denoise: see ``Denoiser`` (e.g. ``guided_denoiser``).
-      cond: pytree of batch-leading arrays passed to ``denoise`` (e.g. ``{'text', 'text_mask'}``).
+      sampler: ``Sampler.from_config``.
+      apply, params: the network and its parameters (see ``Apply``; e.g. ``nets.apply`` and the
+        EMA parameters).
+      cond: dict of batch-leading arrays for ``apply`` (``{'text', 'text_mask'}``; SR: also the
+        low-res inputs, see ``upsampled_condition``).
       key: PRNG key (see the module docstring for its splits).
       shape: ``(B, H, W)``.
+      guidance_scale: classifier-free guidance ``w`` (see ``guided``).
       mesh: optional 1-D ``data`` mesh; the batch (initial noise, ``cond``, every step) is then
         sharded over it. The samples do not depend on the mesh.
     Returns:
       images float32 ``[B, H, W, 3]`` in [−1, 1] and layouts int32 ``[B, H, W]`` (None if not
       joint).
     """
-    return _sample(sampler, _as_pytree(denoise), cond, key, tuple(shape), mesh)
+    scale = _scale(guidance_scale)
+    return _sample_jit(sampler, apply, params, scale, cond, key, tuple(shape), mesh)
 
 
 # ------------------------------------------------------------------ outpainting
@@ -298,8 +321,9 @@ def repaint_step(sampler, denoise, known, x_t, y_t, t, s, key, cond) -> Pair:
     return one_pass(*state, keys[-1])[0]
 
 
-@functools.partial(jax.jit, static_argnames=("sampler", "mesh"))
-def _outpaint(sampler, denoise, cond, key, known, mesh):
+@functools.partial(jax.jit, static_argnames=("sampler", "apply", "mesh"))
+def _outpaint(sampler, apply, params, scale, cond, key, known, mesh):
+    denoise = functools.partial(guided, apply, params, scale)
     k_init, k_steps = jax.random.split(key)
     known, cond = _constrain(known, mesh), _constrain(cond, mesh)
     state = _constrain(initial_state(sampler, k_init, known["image_mask"].shape), mesh)
@@ -313,19 +337,21 @@ def _outpaint(sampler, denoise, cond, key, known, mesh):
 
 def outpaint(
     sampler: Sampler,
-    denoise: Denoiser,
-    cond: Any,
+    apply: Apply,
+    params: Any,
+    cond: dict[str, Any],
     key: jax.Array,
     image: jax.Array,
     image_mask: jax.Array,
     label: jax.Array | None = None,
     label_mask: jax.Array | None = None,
+    guidance_scale: float | jax.Array = 1.0,
     mesh: Mesh | None = None,
 ) -> Pair:
     """Cross-modal outpainting (RePaint): completes the unknown regions of both modalities.
 
     Args:
-      sampler, denoise, cond, key, mesh: as in ``sample_pairs``.
+      sampler, apply, params, cond, key, guidance_scale, mesh: as in ``sample_pairs``.
       image: known image float32 ``[B, H, W, 3]`` in [−1, 1] (values outside the mask unused).
       image_mask: bool ``[B, H, W]``, True where the image is known.
       label, label_mask: known layout int32 ``[B, H, W]`` and its mask; None: layout unknown.
@@ -339,7 +365,8 @@ def outpaint(
         shape, unknown = known["image_mask"].shape, label is None
         known["label"] = jnp.zeros(shape, jnp.int32) if unknown else jnp.asarray(label, jnp.int32)
         known["label_mask"] = jnp.zeros(shape, bool) if unknown else jnp.asarray(label_mask, bool)
-    return _outpaint(sampler, _as_pytree(denoise), cond, key, known, mesh)
+    scale = _scale(guidance_scale)
+    return _outpaint(sampler, apply, params, scale, cond, key, known, mesh)
 
 
 # ------------------------------------------------------------------ super-resolution cascade
@@ -361,42 +388,65 @@ def upsampled_condition(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("sampler", "size", "mesh"))
-def _super_resolve(sampler, denoise, cond, key, image, label, size, mesh):
+@functools.partial(jax.jit, static_argnames=("sampler", "size"))
+def lowres_condition(
+    sampler: Sampler, image: jax.Array, label: jax.Array | None, size: tuple[int, int], key
+) -> dict[str, jax.Array | None]:
+    """Compiled ``upsampled_condition`` (for drivers that build the SR ``cond`` per batch)."""
+    return upsampled_condition(sampler, image, label, size, key)
+
+
+@functools.partial(jax.jit, static_argnames=("sampler", "apply", "size", "mesh"))
+def _super_resolve(sampler, apply, params, scale, cond, key, image, label, size, mesh):
     k_cond, k_sample = jax.random.split(key)
     lowres = upsampled_condition(sampler, image, label, size, k_cond)
-    return _sample(sampler, denoise, {**cond, **lowres}, k_sample, (image.shape[0], *size), mesh)
+    denoise = functools.partial(guided, apply, params, scale)
+    shape = (image.shape[0], *size)
+    return _sample(sampler, denoise, {**cond, **lowres}, k_sample, shape, mesh)
 
 
 def super_resolve(
     sampler: Sampler,
-    denoise: Denoiser,
+    apply: Apply,
+    params: Any,
     cond: dict[str, Any],
     key: jax.Array,
     image: jax.Array,
     label: jax.Array | None,
     size: tuple[int, int],
+    guidance_scale: float | jax.Array = 1.0,
     mesh: Mesh | None = None,
 ) -> Pair:
     """The SR stage: samples ``size = (H, W)`` pairs conditioned on low-res ones.
 
     Args:
-      sampler: the SR stage's ``Sampler``. denoise: the SR U-Net's denoiser; it receives ``cond``
+      sampler: the SR stage's ``Sampler``. apply, params: the SR U-Net; it receives ``cond``
         merged with ``upsampled_condition``'s ``lowres_image``, ``lowres_label``, ``lowres_logsnr``.
       cond: dict of batch-leading arrays (the SR U-Net's text conditioning).
       key: split into (low-res condition, sampling).
-      image, label: low-res pair (base samples, or given data: "start at the SR stage").
+      image, label: low-res pair ``[B, h, w, 3]`` / ``[B, h, w]`` (base samples, or given data:
+        "start at the SR stage").
+      guidance_scale, mesh: as in ``sample_pairs`` (*ref* SR guidance 1.0).
     """
-    return _super_resolve(sampler, _as_pytree(denoise), cond, key, image, label, tuple(size), mesh)
+    scale = _scale(guidance_scale)
+    args = (cond, key, image, label, tuple(size), mesh)
+    return _super_resolve(sampler, apply, params, scale, *args)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of the cascade: its sampler, network, parameters, text condition and guidance."""
+
+    sampler: Sampler
+    apply: Apply
+    params: Any
+    cond: dict[str, Any]
+    guidance_scale: float | jax.Array = 1.0
 
 
 def cascade(
-    base: Sampler,
-    sr: Sampler,
-    denoise_base: Denoiser,
-    denoise_sr: Denoiser,
-    cond_base: Any,
-    cond_sr: dict[str, Any],
+    base: Stage,
+    sr: Stage,
     key: jax.Array,
     base_shape: tuple[int, int, int],
     sr_size: tuple[int, int],
@@ -409,5 +459,7 @@ def cascade(
     """
     k_base, k_sr = jax.random.split(key)
     if start is None:
-        start = sample_pairs(base, denoise_base, cond_base, k_base, base_shape, mesh)
-    return start, super_resolve(sr, denoise_sr, cond_sr, k_sr, *start, sr_size, mesh)
+        args = (base.cond, k_base, base_shape, base.guidance_scale, mesh)
+        start = sample_pairs(base.sampler, base.apply, base.params, *args)
+    args = (sr.cond, k_sr, *start, sr_size, sr.guidance_scale, mesh)
+    return start, super_resolve(sr.sampler, sr.apply, sr.params, *args)

@@ -18,8 +18,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from gcd_jax import checkpoint, joint, sample, sharding, train_state
-from gcd_jax.data import pipeline
+from gcd_jax import checkpoint, generation, joint, sharding, train_state, viz
+from gcd_jax.data import classes, pipeline
 from gcd_jax.metric_log import MetricLog
 from gcd_jax.networks import Networks, build_networks, count_params
 from gcd_jax.train_state import TrainState, init_state, make_optimizer
@@ -54,7 +54,7 @@ def train_step(
     def loss_fn(params, micro, micro_key):
         text = nets.encode_text(params, frozen, micro["tokens"], micro["mask"])
         inputs = dict(micro, text=text)
-        per_example = joint.loss(process, nets.denoiser(params), inputs, micro_key)  # [B]
+        per_example = joint.loss(process, nets.apply, params, inputs, micro_key)  # [B]
         return jnp.mean(per_example["loss"]), per_example
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -131,12 +131,45 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
             f"train.global_batch_size={train.global_batch_size} must be divisible by "
             f"train.grad_accum_steps ({train.grad_accum_steps}) x devices ({mesh.size})."
         )
+    train_state.ema_decay(config.optim, 0)  # validates optim.ema_schedule
     factor = 2 ** len(config.model.dim_mults)
     if any(s % factor for s in config.data.image_size):
         raise ValueError(
             f"data.image_size={tuple(config.data.image_size)} must be divisible by {factor} "
             f"(2 ** len(model.dim_mults))."
         )
+
+
+def log_recipe(config: ml_collections.ConfigDict) -> str:
+    """Logs (and returns) the settings that make a run the reference's or not: the effective
+    batch, schedules, augmentation, resizing, EMA rule and optimizer."""
+    d, f, o, r = config.data, config.diffusion, config.optim, config.train
+    lines = [
+        f"batch: global {r.global_batch_size} x {r.grad_accum_steps} accumulation step(s), "
+        f"{r.num_steps} steps",
+        f"schedules: image {f.noise_schedule}, layout {f.noise_schedule_lbl}"
+        + (
+            f" (cosine_p p={f.cosine_p})"
+            if "cosine_p" in (f.noise_schedule, f.noise_schedule_lbl)
+            else ""
+        ),
+        f"data: {d.name}/{d.builder_config or 'default'} at {tuple(d.image_size)}, augment "
+        f"{d.augment}"
+        + (f" {tuple(d.crop_scale)}" if d.augment == "resized_crop" else "")
+        + f", image resize {d.resize}, captions kept {d.caption_fraction:g}",
+        train_state.describe_ema(o),
+        f"optimizer: Adam lr {o.learning_rate:g} betas ({o.b1}, {o.b2}) eps {o.eps:g}, warm-up "
+        f"{o.warmup_steps}, clip {o.grad_clip:g}",
+    ]
+    if config.model.sr:
+        lines.append(
+            f"SR: low-res {tuple(config.model.lowres_size)}, resize {f.lowres_resize}, "
+            f"augmentation time per {'example' if f.lowres_aug_per_example else 'batch'} "
+            f"~ U(0, {f.lowres_aug_t_max}), schedule {f.lowres_noise_schedule}"
+        )
+    text = "\n  ".join(["recipe:", *lines])
+    logging.info("%s", text)
+    return text
 
 
 def _restore_or_init(ckpt, config, nets, optimizer, mesh):
@@ -181,10 +214,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         f"{count_params(state.params):,}",
         f"resuming at step {start}" if start else "starting from scratch",
     )
+    log_recipe(config)
     data = pipeline.create_train_iterator(config, nets.text.tokenize, start_step=next_batch)
     step_fn = compile_train_step(config, nets, process, optimizer, mesh)
     log = MetricLog(workdir, start, config.train.num_steps, jax.process_index() == 0)
-    prompts = _sample_prompts(config)
+    sample_inputs = _sample_inputs(config)
     preemption = _Preemption()
     step, metrics = start, None
     try:
@@ -203,8 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if step % config.train.ckpt_every == 0:
                 _check_finite(_host_metrics(metrics), step)
                 ckpt.save(step, state, data.step)
-            if prompts and step % config.train.sample_every == 0:
-                path = _sample_grid(config, nets, state, frozen, prompts, workdir)
+            if sample_inputs[0] and step % config.train.sample_every == 0:
+                path = _sample_grid(config, nets, state, frozen, sample_inputs, workdir)
                 log.message(f"step {step}: samples in {path}")
         if metrics is not None:
             _check_finite(_host_metrics(metrics), step)
@@ -219,22 +253,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     return state
 
 
-def _sample_prompts(config: ml_collections.ConfigDict) -> list[str]:
-    """Captions of the first ``train.num_sample_images`` held-out examples (none if disabled)."""
+def _sample_inputs(config: ml_collections.ConfigDict) -> tuple[list[str], generation.Pair | None]:
+    """Captions of the first ``train.num_sample_images`` held-out examples (none if disabled) and,
+    for an SR model, their own image and layout resized down as the SR condition is."""
     if not config.train.sample_every:
-        return []
+        return [], None
     examples = pipeline.load_eval_examples(config, config.train.num_sample_images)
-    return [str(c) for c in examples["captions"]]
+    prompts = [str(c) for c in examples["captions"]]
+    lowres = None
+    if config.model.sr:
+        lowres = generation.lowres_from_data(config, examples["image"], examples["label"])
+    return prompts, lowres
 
 
-def _sample_grid(config, nets, state, frozen, prompts, workdir) -> str:
+def _sample_grid(config, nets, state, frozen, inputs, workdir) -> str:
     """Samples the prompts with the EMA parameters; writes ``samples/step_{N}.png``."""
     step = int(state.step)
-    loaded = sample.Loaded(nets, state.ema_params, frozen, step)
-    images, layouts = sample.generate(config, loaded, prompts, jax.random.key(step))
+    model = generation.from_state(config, nets, state.ema_params, frozen, step)
+    prompts, lowres = inputs
+    images, layouts = generation.generate(model, prompts, jax.random.key(step), lowres=lowres)
     path = os.path.join(workdir, "samples", f"step_{step:07d}.png")
     if jax.process_index() == 0:
-        sample.grid_png(path, config, images, layouts)
+        palette = classes.dataset_info(config.data.name).palette
+        viz.save_png(path, viz.pair_grid(images, layouts, palette))
     return path
 
 

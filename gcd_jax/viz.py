@@ -66,3 +66,11 @@ def save_png(path: str | pathlib.Path, array: np.ndarray) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format="PNG")
+
+
+def pair_grid(images: np.ndarray, layouts: np.ndarray | None, palette: np.ndarray) -> np.ndarray:
+    """``make_grid`` of generated pairs: images float ``[N, H, W, 3]`` in [−1, 1], layouts int
+    ``[N, H, W]`` or None (an image-only model: the layout row is blank, class 0)."""
+    images = image_to_uint8(images)
+    layouts = np.zeros(images.shape[:3], np.int32) if layouts is None else layouts
+    return make_grid(images, layouts, palette)

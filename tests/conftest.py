@@ -49,7 +49,12 @@ def small_demo_config(data_dir, **train_overrides) -> ml_collections.ConfigDict:
     """The demo experiment shrunk for tests: 64 scenes, a dim-16 U-Net, batch 4, 4 steps."""
     from experiments import demo
 
-    config = demo.get_config()
+    return shrink(demo.get_config(), data_dir, **train_overrides)
+
+
+def shrink(config: ml_collections.ConfigDict, data_dir, **train_overrides):
+    """A demo-scenes config (``demo``, ``demo_sr``) shrunk for tests: 64 scenes, a dim-16 U-Net,
+    batch 4, 4 steps, 4 sampling steps."""
     config.data.data_dir = str(data_dir)
     config.data.num_demo_examples = 64
     config.data.num_workers = 2

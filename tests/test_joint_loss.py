@@ -68,6 +68,18 @@ class Params:
         return {k: jnp.asarray(v, jnp.float32) for k, v in vars(self).items()}
 
 
+def as_apply(denoise):
+    """The network convention ``apply(params, x_t, y_t, logsnr, cond)`` around a test denoiser
+    ``denoise(params, x_t, y_t, logsnr, text, mask, drop, **lowres)``."""
+
+    def apply(params, x_t, y_t, logsnr, cond):
+        cond = dict(cond)
+        text, mask, drop = cond.pop("text"), cond.pop("text_mask"), cond.pop("drop_text")
+        return denoise(params, x_t, y_t, logsnr, text, mask, drop, **cond)
+
+    return apply
+
+
 def jax_denoise(params, x_t, y_t, logsnr, text, mask, drop):
     pooled = jnp.sum(text * mask[..., None], 1) / jnp.maximum(jnp.sum(mask, 1, keepdims=True), 1)
     pooled = jnp.where(drop[:, None], 0.3, pooled @ params["p"])
@@ -180,8 +192,8 @@ def test_loss_matches_numpy(diffusion):
     cfg = make_config(**diffusion)
     process = joint.Process.from_config(cfg)
     batch, params, key = make_batch(), Params(), jax.random.key(7)
-    denoise = lambda *a: jax_denoise(params.jax(), *a)
-    out = jax.jit(lambda b, k: joint.loss(process, denoise, b, k))(batch, key)
+    apply = as_apply(jax_denoise)
+    out = jax.jit(lambda b, k: joint.loss(process, apply, params.jax(), b, k))(batch, key)
     ref, i = np_loss(cfg, batch, key, params)
     if diffusion.get("t_max"):
         assert (i == 0).any() and (i > 0).any()
@@ -199,11 +211,13 @@ def test_image_only_ablation():
     process = joint.Process.from_config(cfg)
     batch, params, key = make_batch(), Params(), jax.random.key(3)
 
-    def denoise(x_t, y_t, *rest):
+    def denoise(p, x_t, y_t, *rest):
         assert y_t is None
-        return jax_denoise(params.jax(), x_t, y_t, *rest)
+        return jax_denoise(p, x_t, y_t, *rest)
 
-    out = jax.jit(lambda b, k: joint.loss(process, denoise, b, k))(batch, key)
+    out = jax.jit(lambda b, k: joint.loss(process, as_apply(denoise), params.jax(), b, k))(
+        batch, key
+    )
     # The image term alone, recomputed: identical draws for time, noise and text dropout.
     t, noise, _, drop = draws(key, cfg.diffusion.t_max, 0.5)
     drop = drop | ~batch["has_text"]
@@ -233,11 +247,11 @@ def test_sr_condition(per_example):
     def loss_and_condition(batch, key):
         seen = {}
 
-        def denoise(x_t, y_t, logsnr, text, mask, drop, **lowres):
+        def denoise(p, x_t, y_t, logsnr, text, mask, drop, **lowres):
             seen.update(lowres)
-            return jax_denoise(params.jax(), x_t, y_t, logsnr, text, mask, drop)
+            return jax_denoise(p, x_t, y_t, logsnr, text, mask, drop)
 
-        return joint.loss(process, denoise, batch, key), seen
+        return joint.loss(process, as_apply(denoise), params.jax(), batch, key), seen
 
     out, seen = loss_and_condition(batch, key)
     assert out["loss"].shape == (B,) and np.isfinite(out["loss"]).all()
@@ -268,12 +282,13 @@ def test_sr_shapes_default_resize():
     batch = make_batch(size=(8, 8))
     seen = {}
 
-    def denoise(x_t, y_t, logsnr, text, mask, drop, **lowres):
+    def denoise(p, x_t, y_t, logsnr, text, mask, drop, **lowres):
         seen.update(lowres)
-        eps, logits = jax_denoise(Params().jax(), x_t, y_t, logsnr, text, mask, drop)
+        eps, logits = jax_denoise(p, x_t, y_t, logsnr, text, mask, drop)
         return eps + lowres["lowres_image"], logits
 
-    out = jax.jit(lambda b, k: joint.loss(process, denoise, b, k))(batch, jax.random.key(0))
+    apply, p = as_apply(denoise), Params().jax()
+    out = jax.jit(lambda b, k: joint.loss(process, apply, p, b, k))(batch, jax.random.key(0))
     assert all(v.shape == (B,) for v in out.values())
     assert seen["lowres_image"].shape == (B, 8, 8, 3) and seen["lowres_logsnr"].shape == (B,)
     assert seen["lowres_label"].shape == (B, 8, 8) and seen["lowres_label"].dtype == jnp.int32
@@ -285,8 +300,8 @@ def test_gradients_finite():
     batch = make_batch()
 
     def mean_loss(p):
-        denoise = lambda *a: jax_denoise(p, *a)
-        return jnp.mean(joint.loss(process, denoise, batch, jax.random.key(11))["loss"])
+        out = joint.loss(process, as_apply(jax_denoise), p, batch, jax.random.key(11))
+        return jnp.mean(out["loss"])
 
     grads = jax.jit(jax.grad(mean_loss))(Params().jax())
     for g in jax.tree.leaves(grads):

@@ -167,9 +167,7 @@ def test_loss_decreases_overfitting_a_tiny_batch():
     @jax.jit
     def loss_at(params, key):
         text = nets.encode_text(params, {}, batch["tokens"], batch["mask"])
-        return joint.loss(process, nets.denoiser(params), dict(batch, text=text), key)[
-            "loss"
-        ].mean()
+        return joint.loss(process, nets.apply, params, dict(batch, text=text), key)["loss"].mean()
 
     def fixed_loss(params):
         return np.mean([loss_at(params, k) for k in jax.random.split(jax.random.key(123), 4)])

@@ -211,9 +211,7 @@ def load_eval_examples(config: ml_collections.ConfigDict, num: int) -> dict[str,
     images, labels, captions, names = [], [], [], []
     for i in range(min(num, len(source))):
         raw = source[i]
-        image, label = augment.resize_pair(
-            raw["image"], raw["label"], size, config.data.resize
-        )
+        image, label = augment.resize_pair(raw["image"], raw["label"], size, config.data.resize)
         images.append(image)
         labels.append(label)
         captions.append(_text(raw["captions"][0]) if len(raw["captions"]) else "")
