@@ -18,6 +18,7 @@ base U-Net, 128×256, batch 1; its compiles take minutes).
 """
 
 import argparse
+import functools
 import importlib
 import statistics
 import time
@@ -27,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gcd_jax import sampling
-from gcd_jax.models import build_unet, guided_apply, input_specs
+from gcd_jax.models import build_unet, input_specs
+from gcd_jax.networks import Apply
 
 TEXT_DIM = 1024
 GUIDANCE = 3.0
@@ -80,7 +82,8 @@ def measure(name, steps, repeats):
     specs = {k: None if v is None else jnp.zeros(v.shape, v.dtype) for k, v in specs.items()}
     variables = random_variables(model, specs)
     params = sum(x.size for x in jax.tree.leaves(variables))
-    denoise = sampling.guided_denoiser(guided_apply, model, variables, GUIDANCE)
+    apply, unet_params = Apply(model), {"unet": variables["params"]}
+    scale = jnp.float32(GUIDANCE)
     rng = np.random.default_rng(1)
     cond = {
         "text": jnp.asarray(rng.standard_normal((batch, text_len, TEXT_DIM), np.float32)),
@@ -89,12 +92,19 @@ def measure(name, steps, repeats):
     sampler = sampling.Sampler.from_config(config)
     shape, key = (batch, *size), jax.random.key(0)
 
-    loop = lambda: sampling.sample_pairs(sampler, denoise, cond, key, shape)
-    step = jax.jit(sampling.reverse_step, static_argnums=0)
+    loop = lambda: sampling.sample_pairs(sampler, apply, unet_params, cond, key, shape, GUIDANCE)
+    # Parameters are arguments of every compiled program here, as in the sampler.
+    step = jax.jit(
+        lambda p, x, y, t, s, k: sampling.reverse_step(
+            sampler, functools.partial(sampling.guided, apply, p, scale), x, y, t, s, k, cond
+        )
+    )
     state, times = sampling.initial_state(sampler, key, shape), sampling.time_grid(steps)
     forward = (
-        jax.jit(lambda d, x, y, t: d(x, y, jnp.full((batch,), t), cond))
-        .lower(denoise, *state, times[0])
+        jax.jit(
+            lambda p, x, y, t: sampling.guided(apply, p, scale, x, y, jnp.full((batch,), t), cond)
+        )
+        .lower(unet_params, *state, times[0])
         .compile()
     )
     keys = jax.random.split(key, steps)
@@ -102,11 +112,11 @@ def measure(name, steps, repeats):
     def python_loop():
         x, y = state
         for n in range(steps):
-            x, y = step(sampler, denoise, x, y, times[n], times[n + 1], keys[n], cond)
+            x, y = step(unet_params, x, y, times[n], times[n + 1], keys[n])
         return x, y
 
     def forwards():
-        return [forward(denoise, *state, times[n]) for n in range(steps)]
+        return [forward(unet_params, *state, times[n]) for n in range(steps)]
 
     flops = forward.cost_analysis()["flops"]
     first = {name: timed(fn) for name, fn in (("loop", loop), ("step", python_loop))}

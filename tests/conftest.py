@@ -13,8 +13,14 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "gcd_jax_test_xla_cache")
 )
 
-FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+# Eight fake CPU devices for every test, set once before JAX is imported: the drivers run
+# data-parallel over all of them, and single-device references use ``make_mesh(devices[:1])``.
+FAST_COMPILE_FLAGS = (
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+    "--xla_force_host_platform_device_count=8"
+)
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import ml_collections  # noqa: E402
 import pytest  # noqa: E402
@@ -46,7 +52,7 @@ def tiny_config() -> ml_collections.ConfigDict:
 
 
 def small_demo_config(data_dir, **train_overrides) -> ml_collections.ConfigDict:
-    """The demo experiment shrunk for tests: 64 scenes, a dim-16 U-Net, batch 4, 4 steps."""
+    """The demo experiment shrunk for tests: 64 scenes, a dim-16 U-Net, batch 8, 4 steps."""
     from experiments import demo
 
     return shrink(demo.get_config(), data_dir, **train_overrides)
@@ -54,19 +60,19 @@ def small_demo_config(data_dir, **train_overrides) -> ml_collections.ConfigDict:
 
 def shrink(config: ml_collections.ConfigDict, data_dir, **train_overrides):
     """A demo-scenes config (``demo``, ``demo_sr``) shrunk for tests: 64 scenes, a dim-16 U-Net,
-    batch 4, 4 steps, 4 sampling steps."""
+    batch 8 (one per fake device), 4 steps, 4 sampling steps."""
     config.data.data_dir = str(data_dir)
     config.data.num_demo_examples = 64
     config.data.num_workers = 2
     config.model.dim = 16
-    config.train.global_batch_size = 4
+    config.train.global_batch_size = 8
     config.train.num_steps = 4
     config.train.log_every = 1
     config.train.ckpt_every = 2
     config.train.sample_every = 0
     config.sample.num_steps = 4
     config.sample.resample_steps = 2
-    config.sample.batch_size = 4
+    config.sample.batch_size = 8
     for key, value in train_overrides.items():
         setattr(config.train, key, value)
     return config

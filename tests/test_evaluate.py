@@ -5,9 +5,8 @@ import json
 import logging
 import os
 import pathlib
-import subprocess
-import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -105,30 +104,21 @@ def test_write_report_json_and_markdown(tmp_path):
         evaluate.write_report(str(tmp_path), {**report, "metrics": {"x": float("nan")}})
 
 
-def test_evaluate_mode_end_to_end(trained_demo):
-    """``run.py --mode evaluate`` on the checkpoint of the session's 4-step tiny training run."""
+def test_evaluate_mode_end_to_end(trained_demo, caplog):
+    """``--mode evaluate`` (``evaluate_main``, in-process) on the checkpoint of the session's
+    4-step tiny training run; 12 samples in batches of 8 over the 8 fake devices."""
     config, workdir = trained_demo
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.sample.num_steps = 3
+    config.eval.num_samples = 12
+    config.eval.num_examples_png = 2
+    with caplog.at_level(logging.INFO):
+        evaluate.evaluate_main(config, workdir)
+    assert "sampled 8 / 12 pairs" in caplog.text and "sampled 12 / 12 pairs" in caplog.text
     workdir = pathlib.Path(workdir)
-    overrides = {
-        "data.data_dir": config.data.data_dir,
-        "data.num_demo_examples": 64,
-        "data.num_workers": 2,
-        "model.dim": 16,
-        "train.global_batch_size": 4,
-        "sample.num_steps": 3,
-        "sample.batch_size": 4,
-        "eval.num_samples": 6,
-        "eval.num_examples_png": 2,
-    }
-    command = [sys.executable, str(ROOT / "run.py"), "--mode=evaluate", f"--workdir={workdir}"]
-    command += [f"--config={ROOT / 'experiments' / 'demo.py'}"]
-    command += [f"--config.{k}={v}" for k, v in overrides.items()]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "sampled 4 / 6 pairs" in result.stderr and "sampled 6 / 6 pairs" in result.stderr
     outdir = workdir / "eval" / "step_4"
     report = json.loads((outdir / "report.json").read_text())
-    assert report["checkpoint_step"] == 4 and report["num_samples"] == 6
+    assert report["checkpoint_step"] == 4 and report["num_samples"] == 12
     names = {
         "recall_image",
         "precision_image",
@@ -143,7 +133,7 @@ def test_evaluate_mode_end_to_end(trained_demo):
         value = report["metrics"][name]
         assert value is None or 0.0 <= value <= 1.0, (name, value)
     assert report["metrics"]["fid_colour_pixels"] > 0.0
-    assert len(report["samples"]) == 6 and report["samples"][0]["named"]
+    assert len(report["samples"]) == 12 and report["samples"][0]["named"]
     assert len(report["best"]) == len(report["worst"]) == 2
     assert (outdir / "report.md").read_text().startswith("# Evaluation: step 4")
     assert os.path.getsize(outdir / "examples.png") > 0

@@ -1,40 +1,28 @@
-"""``run.py --mode sample`` and ``--mode outpaint`` on the checkpoint of a tiny training run."""
+"""``--mode sample`` and ``--mode outpaint`` (the functions run.py calls, in-process) on the
+checkpoint of the session's tiny training run, and the SR cascade: both tiny stages trained a few
+steps, then the cascade through the real CLI (the suite's one run.py sampling subprocess)."""
 
 import json
 import pathlib
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from gcd_jax import sample
+from gcd_jax import generation, sample
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def run_cli(config, workdir, *args):
-    overrides = [
-        f"--config.data.data_dir={config.data.data_dir}",
-        "--config.data.num_demo_examples=64",
-        "--config.model.dim=16",
-        "--config.sample.num_steps=4",
-        "--config.sample.resample_steps=2",
-        "--config.sample.batch_size=4",
-    ]
-    cmd = [sys.executable, "run.py", "--config", "experiments/demo.py", "--workdir", workdir]
-    return subprocess.run(
-        cmd + overrides + list(args), cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
 
 
 def test_sample_writes_grid_pngs_and_manifest(trained_demo):
     config, workdir = trained_demo
     prompts = "A large red circle on the left.;There is a small blue square.;A green triangle."
-    result = run_cli(config, workdir, "--mode", "sample", f"--prompts={prompts}", "--seed=3")
-    assert result.returncode == 0, result.stderr[-3000:]
+    outdir = sample.sample_main(config, workdir, prompts, seed=3)
     out = pathlib.Path(workdir) / "samples" / "step_4_seed_3"
+    assert pathlib.Path(outdir) == out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["checkpoint_step"] == 4 and manifest["seed"] == 3
     assert manifest["prompts"] == prompts.split(";")
@@ -46,26 +34,26 @@ def test_sample_writes_grid_pngs_and_manifest(trained_demo):
         assert label.shape == (32, 32) and label.max() < config.data.num_classes
 
 
-def test_outpaint_keeps_the_given_layout(trained_demo, tmp_path):
+def test_outpaint_conditions_on_the_given_layout(trained_demo, tmp_path):
+    """``--layout`` reaches the sampler as the known layout (a driver that dropped it would write
+    a sampled, random layout), and the image is generated (not the zero placeholder)."""
     config, workdir = trained_demo
     layout = np.zeros((32, 32), np.uint8)
     layout[8:24, 4:20] = 3
     path = tmp_path / "layout.png"
     Image.fromarray(layout).save(path)
-    result = run_cli(
-        config, workdir, "--mode", "outpaint", f"--layout={path}", "--prompts=a circle"
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    sample.outpaint_main(config, workdir, "a circle", 0, layout_path=str(path))
     out = pathlib.Path(workdir) / "outpaint" / "step_4_seed_0"
     np.testing.assert_array_equal(np.asarray(Image.open(out / "0000_label.png")), layout)
-    assert np.asarray(Image.open(out / "0000_image.png")).shape == (32, 32, 3)
+    image = np.asarray(Image.open(out / "0000_image.png"))
+    assert image.shape == (32, 32, 3) and image.std() > 1.0
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     from conftest import small_demo_config
 
     with pytest.raises(FileNotFoundError, match="No checkpoint in"):
-        sample.load(small_demo_config(tmp_path), str(tmp_path / "empty"))
+        generation.load(small_demo_config(tmp_path), str(tmp_path / "empty"))
 
 
 def test_bad_layout_values_are_named(tmp_path):
@@ -74,4 +62,102 @@ def test_bad_layout_values_are_named(tmp_path):
     path = tmp_path / "bad.png"
     Image.fromarray(np.full((32, 32), 9, np.uint8)).save(path)
     with pytest.raises(ValueError, match=r"bad.png: label values span \[9, 9\], need \[0, 8\)"):
-        sample.read_layout(str(path), small_demo_config(tmp_path))
+        sample.read_layout(str(path), small_demo_config(tmp_path).data.num_classes)
+
+
+# ------------------------------------------------------------------ the SR cascade
+def sr_configs(data_dir):
+    """experiments/demo_sr.py's two stages, shrunk: 16×16 base and 16 -> 32 SR, two levels."""
+    from conftest import shrink
+
+    from experiments import demo_sr
+
+    configs = {}
+    for stage in ("base", "sr"):
+        config = shrink(demo_sr.get_config(stage), data_dir, num_steps=2, ckpt_every=2)
+        m = config.model
+        m.dim_mults, m.num_res_blocks = (1, 2), (1, 1)
+        m.attn_levels = (False, False)
+        m.cross_attn_levels = (False, True)
+        configs[stage] = config
+    return configs["base"], configs["sr"]
+
+
+@pytest.fixture(scope="module")
+def trained_cascade(demo_data_dir, tmp_path_factory):
+    from gcd_jax import train
+
+    base, sr = sr_configs(demo_data_dir)
+    sr.train.sample_every, sr.train.num_sample_images = 2, 3  # grids on held-out low-res pairs
+    dirs = {name: str(tmp_path_factory.mktemp(name)) for name in ("base16", "sr")}
+    train.train_and_evaluate(base, dirs["base16"])
+    train.train_and_evaluate(sr, dirs["sr"])
+    return base, sr, dirs
+
+
+def test_sr_training_grid_and_start_at_the_sr_stage(trained_cascade, tmp_path):
+    base, sr, dirs = trained_cascade
+    grid = np.asarray(Image.open(pathlib.Path(dirs["sr"]) / "samples" / "step_0000002.png"))
+    assert grid.shape == (2 * 32 + 3 * 2, 3 * 32 + 4 * 2, 3)
+    # Start at the SR stage from a given pair (the reference's --start_at_unet_number 2): any
+    # size, resized nearest to the low-res size.
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, 32:] = 255
+    layout = np.zeros((64, 64), np.uint8)
+    layout[:, 32:] = 2
+    Image.fromarray(image).save(tmp_path / "x.png")
+    Image.fromarray(layout).save(tmp_path / "y.png")
+    out = sample.sample_main(
+        sr,
+        dirs["sr"],
+        "a;b",
+        0,
+        image_path=str(tmp_path / "x.png"),
+        layout_path=str(tmp_path / "y.png"),
+    )
+    assert np.asarray(Image.open(pathlib.Path(out) / "0001_image.png")).shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="--base_workdir"):
+        sample.sample_main(sr, dirs["sr"], "a", 0)
+
+
+def test_cascade_mismatch_is_a_clear_error(trained_cascade):
+    base, sr, dirs = trained_cascade
+    other = ml_collections.ConfigDict(sr.to_dict())
+    other.model.lowres_size = (8, 8)
+    with pytest.raises(
+        ValueError, match=r"size: base samples \(16, 16\), SR model.lowres_size \(8, 8\)"
+    ):
+        generation.check_cascade(base, other)
+    other = ml_collections.ConfigDict(sr.to_dict())
+    other.data.num_classes = 5
+    with pytest.raises(ValueError, match="classes: base 8, SR 5"):
+        generation.check_cascade(base, other)
+
+
+def test_cascade_cli_end_to_end(trained_cascade):
+    """``run.py --mode sample`` with an SR config and ``--base_workdir``, in a subprocess: base
+    samples at 16×16 and SR samples at 32×32, both written."""
+    _, sr, dirs = trained_cascade
+    m = sr.model
+    overrides = [
+        f"--config.data.data_dir={sr.data.data_dir}",
+        "--config.data.num_demo_examples=64",
+        f"--config.model.dim={m.dim}",
+        "--config.model.dim_mults=(1, 2)",
+        "--config.model.num_res_blocks=(1, 1)",
+        "--config.model.attn_levels=(False, False)",
+        "--config.model.cross_attn_levels=(False, True)",
+        f"--config.sample.num_steps={sr.sample.num_steps}",
+        f"--config.sample.batch_size={sr.sample.batch_size}",
+    ]
+    cmd = [sys.executable, "run.py", "--mode=sample", "--config=experiments/demo_sr.py"]
+    cmd += [f"--workdir={dirs['sr']}", f"--base_workdir={dirs['base16']}", "--prompts=a;b;c"]
+    result = subprocess.run(cmd + overrides, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = pathlib.Path(dirs["sr"]) / "samples" / "step_2_seed_0"
+    low = np.asarray(Image.open(out / "lowres" / "0002_image.png"))
+    high = np.asarray(Image.open(out / "0002_image.png"))
+    assert low.shape == (16, 16, 3) and high.shape == (32, 32, 3)
+    assert np.asarray(Image.open(out / "0002_label.png")).shape == (32, 32)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["base_workdir"] == dirs["base16"] and manifest["checkpoint_step"] == 2

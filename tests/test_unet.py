@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from experiments import cityscapes, cityscapes_sr
-from gcd_jax.models import build_unet, guided_apply, input_specs
+from gcd_jax import sampling
+from gcd_jax.models import build_unet, input_specs
+from gcd_jax.networks import Apply
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location(
@@ -102,10 +104,13 @@ def test_rectangular_shapes_and_dtypes(tiny_config, sr, joint, dtype):
     else:
         assert logits is None and specs["y_t"] is None
         assert not set(variables["params"]) & {"label_embed", "lowres_label_embed", "label_head"}
-        del specs["drop_text"]
-        eps, logits = jax.eval_shape(
-            lambda v, s: guided_apply(model, v, **s, guidance_scale=3.0), variables, specs
+        x_t, logsnr = specs.pop("x_t"), specs.pop("logsnr")
+        del specs["y_t"]
+        cond = {k: v for k, v in specs.items() if v is not None}
+        guided = lambda v, x, lam, c: sampling.guided(  # noqa: E731
+            Apply(model), {"unet": v["params"]}, 3.0, x, None, lam, c
         )
+        eps, logits = jax.eval_shape(guided, variables, x_t, logsnr, cond)
         assert eps.shape == (2, 16, 32, 3) and logits is None
 
 
@@ -127,8 +132,11 @@ def test_zero_output_at_initialisation(tiny_config):
 def test_guided_is_null_plus_scaled_difference(tiny_config):
     model, variables, inputs = micro(tiny_config, "base")
     w = 3.0
-    eps, logits = jax.jit(guided_apply, static_argnums=0)(
-        model, variables, **inputs, guidance_scale=w
+    x_t, y_t, logsnr = inputs["x_t"], inputs["y_t"], inputs["logsnr"]
+    cond = {k: v for k, v in inputs.items() if k not in ("x_t", "y_t", "logsnr", "drop_text")}
+    params = {"unet": variables["params"]}
+    eps, logits = jax.jit(sampling.guided, static_argnums=0)(
+        Apply(model), params, w, x_t, y_t, logsnr, cond
     )
     cond = apply(model, variables, dict(inputs, drop_text=np.zeros(2, bool)))
     null = apply(model, variables, dict(inputs, drop_text=np.ones(2, bool)))
