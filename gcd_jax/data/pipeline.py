@@ -120,7 +120,7 @@ class TrainIterator:
             self._submit(start_step + i) for i in range(_PREFETCH_BATCHES)
         )
 
-    def _example_ids(self, step: int) -> list[tuple[int, int]]:
+    def example_ids(self, step: int) -> list[tuple[int, int]]:
         """(epoch, example index) of this host's positions in batch `step`."""
         n = len(self._recipe.source)
         start = step * self._global_batch + self._offset
@@ -136,7 +136,7 @@ class TrainIterator:
     def _submit(self, step: int) -> list[futures.Future]:
         return [
             self._pool.submit(_train_example, self._recipe, epoch, index)
-            for epoch, index in self._example_ids(step)
+            for epoch, index in self.example_ids(step)
         ]
 
     def __iter__(self) -> "TrainIterator":
