@@ -225,7 +225,7 @@ def _label_grid(process: Process, t: jax.Array) -> tuple[jax.Array, jax.Array, j
 def loss(
     process: Process, apply: Apply, params: Any, batch: dict[str, jax.Array], key: jax.Array
 ) -> dict[str, jax.Array]:
-    """Per-example GCDP training loss (DESIGN §3).
+    """Per-example GCDP training loss (DESIGN §3): draws the randomness, then ``loss_from_draws``.
 
     Args:
       process: from ``Process.from_config``.
@@ -238,34 +238,62 @@ def loss(
       key: split ``(time, image noise, label noise, text dropout, low-res)``; the low-res key splits
         into ``(t_aug, condition)`` and that into ``(image noise, label noise)``.
     Returns:
-      ``[B]`` arrays: ``loss = λ_img·loss_img + λ_lbl·loss_lbl``; ``loss_img`` the P2-weighted ε-MSE
-      (mean over pixels and channels); ``loss_lbl`` the P2-weighted layout variational bound
-      (``categorical.vb_loss``), zeros for the image-only model.
+      ``[B]`` arrays ``loss``, ``loss_img``, ``loss_lbl`` (see ``loss_from_draws``).
     """
     image, label = batch["image"], batch["label"]
     b = image.shape[0]
     k_time, k_noise, k_label, k_drop, k_lowres = jax.random.split(key, 5)
     t = jax.random.uniform(k_time, (b,), maxval=process.t_max)
-    logsnr_t = process.image_logsnr(t)
     noise = standard_normal(k_noise, image.shape)
-    x_t = gaussian.q_sample(image, logsnr_t, noise)
     drop_text = jax.random.bernoulli(k_drop, process.text_drop_prob, (b,)) | ~batch["has_text"]
     lowres = {}
     if process.sr:
         lowres = _training_lowres(process, image, label if process.joint else None, k_lowres)
-
     cond = {"text": batch["text"], "text_mask": batch["mask"], "drop_text": drop_text, **lowres}
-
-    def call(y_t: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
-        return apply(params, x_t, y_t, logsnr_t, cond)
-
+    y_t = None
     if process.joint:
-        logsnr_lbl_t, logsnr_lbl_s, is_first = _label_grid(process, t)
+        logsnr_lbl_t, _, _ = _label_grid(process, t)
         log_y0 = categorical.index_to_log_onehot(label, process.num_classes)
         y_t = categorical.sample(k_label, categorical.q_probs(log_y0, logsnr_lbl_t))
-        eps_hat, logits = call(y_t)
+
+    def call(x_t, y_t, logsnr_t):
+        return apply(params, x_t, y_t, logsnr_t, cond)
+
+    return loss_from_draws(process, call, image, label, t, noise, y_t)
+
+
+def loss_from_draws(
+    process: Process,
+    call: Callable[..., tuple[jax.Array, jax.Array | None]],
+    image: jax.Array,
+    label: jax.Array,
+    t: jax.Array,
+    noise: jax.Array,
+    y_t: jax.Array | None,
+) -> dict[str, jax.Array]:
+    """Per-example GCDP training loss given its random draws (DESIGN §3).
+
+    Args:
+      process: from ``Process.from_config``.
+      call: ``call(x_t, y_t, λ_img(t)) -> (eps_hat [B, H, W, 3], logits [B, H, W, K] or None)``,
+        the network with its parameters and conditioning (text, text dropout, SR low-res inputs)
+        bound; called once.
+      image: float32 ``[B, H, W, 3]`` in [−1, 1]; label: int32 ``[B, H, W]``.
+      t: ``[B]`` times in [0, 1); ``noise``: ε ``[B, H, W, 3]``; ``x_t = α_t x_0 + σ_t ε``.
+      y_t: int32 ``[B, H, W]``, a draw of ``q(y_{t'} | y_0)`` at the grid time ``t' = ⌊t·T⌋/T``;
+        None for the image-only model.
+    Returns:
+      ``[B]`` arrays: ``loss = λ_img·loss_img + λ_lbl·loss_lbl``; ``loss_img`` the P2-weighted ε-MSE
+      (mean over pixels and channels); ``loss_lbl`` the P2-weighted layout variational bound
+      (``categorical.vb_loss``), zeros for the image-only model.
+    """
+    logsnr_t = process.image_logsnr(t)
+    x_t = gaussian.q_sample(image, logsnr_t, noise)
+    eps_hat, logits = call(x_t, y_t, logsnr_t)
+    if process.joint:
+        logsnr_lbl_t, logsnr_lbl_s, is_first = _label_grid(process, t)
         vb = categorical.vb_loss(
-            log_y0,
+            categorical.index_to_log_onehot(label, process.num_classes),
             categorical.index_to_log_onehot(y_t, process.num_classes),
             jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1),
             logsnr_lbl_t,
@@ -275,8 +303,7 @@ def loss(
             process.num_timesteps,
         )
     else:
-        eps_hat, _ = call(None)
-        vb = jnp.zeros((b,), jnp.float32)
+        vb = jnp.zeros(t.shape, jnp.float32)
 
     mse = jnp.mean(jnp.square(eps_hat.astype(jnp.float32) - noise), axis=(1, 2, 3))  # [B]
     weight = (process.p2_k + jnp.exp(logsnr_t)) ** (-process.p2_gamma)  # [B]

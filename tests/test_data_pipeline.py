@@ -25,8 +25,9 @@ def detokenize(tokens, mask):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
+def data_dir(demo_data_dir):
+    """The session's demo scenes (64 training scenes, built once for the whole suite)."""
+    return str(demo_data_dir)
 
 
 def make_config(data_dir, batch=16, **data):

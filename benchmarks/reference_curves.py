@@ -1,0 +1,420 @@
+"""Train the authors' PyTorch JointImagen and gcd_jax side by side; compare their loss curves.
+
+Both start from the same weights (a small joint U-Net, the Flax parameters mapped to the reference's
+``JointUnet`` by ``tests/fixtures/make_unet_fixture.py``), see the same demo batches (generated once
+in NumPy) with the same frozen text embeddings (a fixed random vector per caption word), use the
+same diffusion settings (linear/linear, T = 1000, P2 γ = 0.5, text dropout 0.1) and the same Adam
+(lr, β = (0.9, 0.99), ε = 1e-8, no clipping, no warm-up). Each draws its own randomness (times,
+noise, label noise, dropout) from ``--seeds``; the seeds show how far two runs of one implementation
+part, which is the yardstick for the gap between the implementations.
+
+Logged every ``--log_every`` steps: the mean training loss terms (image, layout) of the last
+``--log_every`` steps, and both models' loss terms on one fixed evaluation batch with common random
+numbers (the same times, noise and layout draws for both; times stratified on [0.002, 0.999], so
+the layout's i = 0 step, where the two losses knowingly differ, is not drawn). Writes
+``curves.csv`` (one row per log point, implementation and seed) and ``summary.json`` to ``--out``.
+
+    python -m benchmarks.reference_curves --gcdp_dir /tmp/GCDP [--steps 300] [--seeds 0,1]
+        [--out /tmp/reference_curves]
+
+The reference's modules are loaded from ``--gcdp_dir`` with the import stubs of the fixture
+scripts (needs torch, einops, einops-exts); nothing of theirs is copied here.
+"""
+
+import argparse
+import csv
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import sys
+import time
+
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gcd_jax import categorical, joint  # noqa: E402
+from gcd_jax.data import scenes  # noqa: E402
+
+# The U-Net both implementations train: 32×32 demo scenes, K = 8, three levels.
+CASE = dict(
+    model=dict(
+        dim=16,
+        dim_mults=(1, 2, 4),
+        num_res_blocks=(1, 1, 1),
+        attn_levels=(False, False, True),
+        cross_attn_levels=(False, True, True),
+        attn_heads=2,
+        attn_dim_head=16,
+        num_groups=4,
+        num_latents=4,
+    ),
+    num_classes=8,
+    max_text_len=36,
+    text_len=36,
+    text_dim=32,
+    image_size=(32, 32),
+)
+EVAL_SIZE = 16
+
+
+def _fixture_module(name: str):
+    """A script of tests/fixtures (they import each other by name) as a module."""
+    path = ROOT / "tests" / "fixtures" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _words(caption: str) -> list[str]:
+    return re.findall(r"[a-z]+", caption.lower())
+
+
+def demo_data(num_batches: int, batch: int, seed: int) -> tuple[list[dict], dict]:
+    """Training batches and the evaluation batch, NumPy, generated once.
+
+    Returns ``(batches, eval_batch)``; each batch holds ``image`` float32 ``[B, 32, 32, 3]`` in
+    [−1, 1], ``label`` int32 ``[B, 32, 32]``, ``text`` float32 ``[B, L, D]`` (a fixed random
+    N(0, 1) vector per caption word, zero padding) and ``text_mask`` bool ``[B, L]``. Scenes are
+    the demo's training stream (one caption of three, chosen at random) and validation stream.
+    """
+    rng = np.random.default_rng(seed)
+    pool = [scenes.demo_example(0, 0, i) for i in range(min(num_batches * batch, 2048))]
+    held_out = [scenes.demo_example(0, 1, i) for i in range(EVAL_SIZE)]
+
+    def embed(word: str) -> np.ndarray:  # fixed per word, whatever the other words
+        word_rng = np.random.default_rng([seed, *word.encode()])
+        return word_rng.standard_normal(CASE["text_dim"]).astype(np.float32)
+
+    def stack(examples: list[dict]) -> dict:
+        length = CASE["text_len"]
+        text = np.zeros((len(examples), length, CASE["text_dim"]), np.float32)
+        mask = np.zeros((len(examples), length), bool)
+        for row, example in enumerate(examples):
+            words = _words(example["captions"][rng.integers(3)])[:length]
+            text[row, : len(words)] = [embed(w) for w in words]
+            mask[row, : len(words)] = True
+        return dict(
+            image=np.stack([e["image"] for e in examples]).astype(np.float32) / 127.5 - 1.0,
+            label=np.stack([e["label"] for e in examples]).astype(np.int32),
+            text=text,
+            text_mask=mask,
+        )
+
+    eval_batch = stack(held_out)  # first: the same whatever the number of steps
+    order = [rng.choice(len(pool), batch, replace=False) for _ in range(num_batches)]
+    return [stack([pool[i] for i in rows]) for rows in order], eval_batch
+
+
+def eval_draws(eval_batch: dict, seed: int = 1234) -> dict:
+    """Common random numbers of the evaluation batch (see ``make_loss_fixture._inputs``)."""
+    rng = np.random.default_rng(seed)
+    b, h, w, _ = eval_batch["image"].shape
+    k = CASE["num_classes"]
+    return dict(
+        eval_batch,
+        t=np.float32(0.002 + (np.arange(b) + 0.5) / b * 0.997),
+        noise=rng.standard_normal((b, h, w, 3)).astype(np.float32),
+        drop_text=np.zeros(b, bool),
+        gumbel_uniform=rng.uniform(size=(b, k, h, w)).astype(np.float32),
+    )
+
+
+# ----------------------------------------------------------------------------- the two sides
+
+
+class Reference:
+    """The authors' JointImagen: ``forward`` (their loss) + ``torch.optim.Adam``."""
+
+    def __init__(self, fixture, classes, params, lr: float, seed: int):
+        import torch
+
+        self.torch = torch
+        self.fixture = fixture
+        self.unet = self.fixture.make_unet_fixture.torch_unet(classes[2], CASE, params)
+        loss = dict(noise_schedule="linear", noise_schedule_lbl="linear")
+        self.imagen = self.fixture._reference_imagen(classes, CASE, loss, self.unet)
+        self.optimizer = torch.optim.Adam(
+            self.unet.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-8
+        )
+        torch.manual_seed(seed)
+
+    def step(self, batch: dict, step: int) -> tuple[float, float, float]:
+        torch = self.torch
+        self.imagen.cond_drop_prob = 0.1
+        self.unet.train()
+        loss_img, loss_lbl = self.imagen.forward(
+            torch.from_numpy(batch["image"]).permute(0, 3, 1, 2),
+            torch.from_numpy(batch["label"][:, None].astype(np.float32)),
+            unet=self.unet,
+            unet_number=1,
+            text_embeds=torch.from_numpy(batch["text"]),
+            text_masks=torch.from_numpy(batch["text_mask"]),
+        )
+        self.optimizer.zero_grad()
+        (loss_img + loss_lbl).backward()  # the trainer's lambdas (1, 1)
+        self.optimizer.step()
+        return loss_img.item(), loss_lbl.item(), np.nan  # the i = 0 count is not known here
+
+    def evaluate(self, draws: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-example ``(loss_img, loss_lbl, y_t)`` with the injected draws."""
+        state = self.torch.get_rng_state()  # the evaluation leaves the training draws alone
+        self.unet.eval()
+        examples = [
+            self.fixture._one_example(self.torch, self.imagen, self.unet, draws, i)
+            for i in range(len(draws["t"]))
+        ]
+        self.torch.set_rng_state(state)
+        cat = lambda name: np.concatenate([e[name] for e in examples])  # noqa: E731
+        return cat("loss_img"), cat("loss_lbl"), cat("y_t")
+
+
+def reference_keep_schedule(schedule, num_timesteps: int):
+    """The reference's layout keep table as a schedule ``t -> λ``: keep ``ᾱ(t) / ᾱ(0)`` (1, i.e.
+    ``λ = +∞``, at t = 0), with t clipped to ``(T − 1)/T``, the last entry its prior term reads."""
+
+    def logsnr(t):
+        t = jnp.minimum(t, (num_timesteps - 1) / num_timesteps)
+        log_keep = jax.nn.log_sigmoid(schedule(t)) - jax.nn.log_sigmoid(schedule(jnp.float32(0)))
+        log_keep = jnp.minimum(log_keep, 0.0)
+        return log_keep - categorical.log1mexp(log_keep)
+
+    return logsnr
+
+
+def first_step(process: joint.Process, key: jax.Array, batch_size: int) -> jax.Array:
+    """bool ``[B]``: the examples ``joint.loss`` puts on the layout's decoder step i = 0, from its
+    documented key split (time first)."""
+    t = jax.random.uniform(jax.random.split(key, 5)[0], (batch_size,), maxval=process.t_max)
+    return jnp.floor(t * process.num_timesteps) == 0
+
+
+class Ours:
+    """gcd_jax: ``joint.loss`` on the Flax U-Net + ``optax.adam``, one jitted step (compiled once,
+    shared by the seeds: ``reset`` starts a new run).
+
+    ``matched``: an ablation that trains with the reference's two known departures from DESIGN §3,
+    its keep table (``reference_keep_schedule``) and a zero layout term at i = 0. The evaluation
+    always uses the reference's table, so that it compares weights, not loss definitions.
+    """
+
+    def __init__(self, config, model, lr: float, matched: bool):
+        self.model, self.matched = model, matched
+        process = joint.Process.from_config(config)
+        table = reference_keep_schedule(process.label_logsnr, process.num_timesteps)
+        self.eval_process = dataclasses.replace(process, label_logsnr=table)
+        self.process = self.eval_process if matched else process
+        self.optimizer = optax.adam(lr, b1=0.9, b2=0.99, eps=1e-8)
+        self._step = jax.jit(self._train_step, donate_argnums=(0, 1))
+        self._eval = jax.jit(self._eval_loss)
+
+    def reset(self, params, seed: int) -> "Ours":
+        self.params = jax.tree.map(jnp.array, params)
+        self.opt_state = self.optimizer.init(self.params)
+        self.key = jax.random.key(seed)
+        return self
+
+    def _denoise(self, params):
+        return lambda *args, **kwargs: self.model.apply({"params": params}, *args, **kwargs)
+
+    def _train_step(self, params, opt_state, batch, key):
+        first = first_step(self.process, key, batch["image"].shape[0])
+
+        def mean_loss(params):
+            has_text = jnp.ones(first.shape, bool)
+            inputs = dict(batch, mask=batch["text_mask"], has_text=has_text)
+            out = joint.loss(self.process, self._denoise(params), inputs, key)
+            if self.matched:
+                out["loss_lbl"] = jnp.where(first, 0.0, out["loss_lbl"])
+                out["loss"] = out["loss_img"] + out["loss_lbl"]
+            return jnp.mean(out["loss"]), out
+
+        grads, out = jax.grad(mean_loss, has_aux=True)(params)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        terms = (jnp.mean(out["loss_img"]), jnp.mean(out["loss_lbl"]), jnp.sum(first))
+        return optax.apply_updates(params, updates), opt_state, terms
+
+    def step(self, batch: dict, step: int) -> tuple[float, float, float]:
+        """One Adam step; returns the mean loss terms and the number of i = 0 examples."""
+        key = jax.random.fold_in(self.key, step)
+        self.params, self.opt_state, terms = self._step(self.params, self.opt_state, batch, key)
+        return tuple(float(x) for x in terms)
+
+    def _eval_loss(self, params, draws, y_t):
+        def call(x_t, y_t, logsnr):
+            text, mask, drop = draws["text"], draws["text_mask"], draws["drop_text"]
+            return self._denoise(params)(x_t, y_t, logsnr, text, mask, drop)
+
+        image, label, t, noise = (draws[k] for k in ("image", "label", "t", "noise"))
+        return joint.loss_from_draws(self.eval_process, call, image, label, t, noise, y_t)
+
+    def evaluate(self, draws: dict, y_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        arrays = {k: v for k, v in draws.items() if k != "gumbel_uniform"}
+        out = self._eval(self.params, arrays, y_t)
+        return np.asarray(out["loss_img"]), np.asarray(out["loss_lbl"])
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train_side_by_side(args, seed: int, batches, draws, ours: dict[str, Ours]) -> list[dict]:
+    """Trains the reference and each gcd_jax variant for ``args.steps`` steps from the same
+    weights; returns the log rows (one per log point and implementation)."""
+    fixture = _fixture_module("make_loss_fixture")
+    classes = fixture._load_reference(args.gcdp_dir)
+    _, _, params = fixture.make_unet_fixture.micro_model(CASE, seed=0)
+    sides = {"reference": Reference(fixture, classes, params, args.lr, seed)}
+    sides.update({name: variant.reset(params, seed) for name, variant in ours.items()})
+    rows, window = [], {name: [] for name in sides}
+    seconds = dict.fromkeys(sides, 0.0)
+    for step in range(args.steps + 1):
+        if step % args.log_every == 0:
+            img, lbl, y_t = sides["reference"].evaluate(draws)
+            evals = {"reference": (img, lbl)}
+            evals.update({name: side.evaluate(draws, y_t) for name, side in ours.items()})
+            for name, (img, lbl) in evals.items():
+                recent = np.array(window[name] or [(np.nan,) * 3])
+                rows.append(
+                    dict(
+                        seed=seed,
+                        impl=name,
+                        step=step,
+                        train_img=recent[:, 0].mean(),
+                        train_lbl=recent[:, 1].mean(),
+                        first_steps=recent[:, 2].sum(),
+                        eval_img=float(img.mean()),
+                        eval_lbl=float(lbl.mean()),
+                        seconds=seconds[name],
+                    )
+                )
+                window[name] = []
+            print(_format_rows(rows[-len(sides) :]), flush=True)
+        if step == args.steps:
+            break
+        for name, side in sides.items():
+            start = time.perf_counter()
+            window[name].append(side.step(batches[step], step))
+            seconds[name] += time.perf_counter() - start
+    return rows
+
+
+def _format_rows(rows: list[dict]) -> str:
+    return "\n".join(
+        f"seed {r['seed']} {r['impl']:>15} step {r['step']:4d}  train img {r['train_img']:.4f} "
+        f"lbl {r['train_lbl']:.4f} (i=0: {r['first_steps']:.0f})  eval img {r['eval_img']:.4f} "
+        f"lbl {r['eval_lbl']:.4f}  ({r['seconds']:.0f} s)"
+        for r in rows
+    )
+
+
+COLUMNS = ("train_img", "train_lbl", "eval_img", "eval_lbl")
+
+
+def summarise(rows: list[dict], seeds: list[int], burn_in: int) -> dict:
+    """Per gcd_jax variant and logged quantity, over the log points after ``burn_in`` steps: the
+    mean gap to the reference (same seed; signed: reference − ours) and the share of points where
+    ours is higher; per implementation, the mean absolute gap between the first two seeds (the
+    seed noise)."""
+    value = {(r["impl"], r["seed"], r["step"]): r for r in rows}
+    steps = sorted({r["step"] for r in rows if r["step"] > burn_in})
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+
+    def get(impl, seed, column):
+        return np.array([value[impl, seed, s][column] for s in steps])
+
+    summary = {"burn_in": burn_in, "log_points": len(steps)}
+    for impl in impls:
+        entry = {}
+        for column in COLUMNS:
+            stats = {"mean": float(np.mean([get(impl, s, column) for s in seeds]))}
+            if impl != "reference":
+                gap = np.array([get("reference", s, column) - get(impl, s, column) for s in seeds])
+                stats.update(
+                    gap_to_reference_mean_abs=float(np.mean(np.abs(gap))),
+                    gap_to_reference_mean_signed=float(np.mean(gap)),
+                    share_of_points_above_reference=float(np.mean(gap < 0)),
+                )
+            if len(seeds) > 1:
+                noise = get(impl, seeds[0], column) - get(impl, seeds[1], column)
+                stats["seed_gap_mean_abs"] = float(np.mean(np.abs(noise)))
+            entry[column] = stats
+        summary[impl] = entry
+    return summary
+
+
+def print_table(rows: list[dict], seeds: list[int]) -> None:
+    """The evaluation losses (image / layout, common random numbers) per step, seed, impl."""
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    value = {(r["impl"], r["seed"], r["step"]): r for r in rows}
+    header = [f"{impl[:15]}/s{seed}" for seed in seeds for impl in impls]
+    print("\neval loss img/lbl\nstep  " + "  ".join(f"{h:>17}" for h in header))
+    for step in sorted({r["step"] for r in rows}):
+        cells = []
+        for seed in seeds:
+            for impl in impls:
+                r = value[impl, seed, step]
+                cells.append(f"{r['eval_img']:.4f}/{r['eval_lbl']:.4f}")
+        print(f"{step:4d}  " + "  ".join(f"{c:>17}" for c in cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gcdp_dir", required=True, help="checkout of github.com/pmh9960/GCDP")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seeds", default="0,1", help="comma-separated model seeds")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--log_every", type=int, default=25)
+    parser.add_argument("--data_seed", type=int, default=0)
+    parser.add_argument(
+        "--matched", action="store_true", help="also train the gcd_jax_matched ablation (Ours)"
+    )
+    parser.add_argument("--out", default="/tmp/reference_curves")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    batches, eval_batch = demo_data(args.steps, args.batch, args.data_seed)
+    draws = eval_draws(eval_batch)
+    config, model, _ = _fixture_module("make_unet_fixture").micro_model(CASE, seed=0)
+    config.text.drop_prob = 0.1
+    ours = {"gcd_jax": Ours(config, model, args.lr, matched=False)}
+    if args.matched:
+        ours["gcd_jax_matched"] = Ours(config, model, args.lr, matched=True)
+    start = time.perf_counter()
+    rows = [row for seed in seeds for row in train_side_by_side(args, seed, batches, draws, ours)]
+    summary = summarise(rows, seeds, burn_in=args.steps // 2)
+    summary["wall_seconds"] = time.perf_counter() - start
+
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "curves.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump({"args": vars(args), "case": CASE, "summary": summary}, f, indent=2)
+    print_table(rows, seeds)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}/curves.csv and summary.json")
+
+
+if __name__ == "__main__":
+    main()
