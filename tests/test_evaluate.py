@@ -109,7 +109,6 @@ def test_evaluate_mode_end_to_end(trained_demo, caplog):
     4-step tiny training run; 12 samples in batches of 8 over the 8 fake devices."""
     config, workdir = trained_demo
     config = ml_collections.ConfigDict(config.to_dict())
-    config.sample.num_steps = 3
     config.eval.num_samples = 12
     config.eval.num_examples_png = 2
     with caplog.at_level(logging.INFO):

@@ -129,6 +129,7 @@ def test_demo_cli_end_to_end(demo_data_dir, tmp_path):
         "--config.data.num_demo_examples=64",
         "--config.model.dim=16",
         "--config.train.num_steps=3",
+        "--config.train.global_batch_size=8",
         "--config.train.log_every=1",
         "--config.train.sample_every=3",
         "--config.sample.num_steps=4",
@@ -141,8 +142,8 @@ def test_demo_cli_end_to_end(demo_data_dir, tmp_path):
 
 
 def test_loss_decreases_overfitting_a_tiny_batch():
-    """50 Adam steps (the demo's warm-up schedule) on one batch of 4: the loss at fixed noise draws
-    (4 keys) falls by a clear margin."""
+    """50 Adam steps (the demo's warm-up schedule) on one batch of 8, data-parallel (the session's
+    train step: same program): the loss at fixed noise draws (4 keys) falls by a clear margin."""
     from gcd_jax import joint, sharding
     from gcd_jax.networks import build_networks
 
@@ -152,12 +153,12 @@ def test_loss_decreases_overfitting_a_tiny_batch():
     optimizer = train_state.make_optimizer(config.optim)
     state = train_state.init_state(jax.random.key(0), nets, optimizer)
     rng = np.random.default_rng(0)
-    label = np.zeros((4, 32, 32), np.int32)
-    label[:, 8:24, 8:24] = rng.integers(1, 8, (4, 1, 1))
+    label = np.zeros((8, 32, 32), np.int32)
+    label[:, 8:24, 8:24] = rng.integers(1, 8, (8, 1, 1))
     image = np.where(label[..., None] > 0, 0.8, -0.5).astype(np.float32) * np.ones(3, np.float32)
-    tokens, mask = nets.text.tokenize(["a square"] * 4)
+    tokens, mask = nets.text.tokenize(["a square"] * 8)
     batch = sharding.shard_batch(
-        dict(image=image, label=label, tokens=tokens, mask=mask, has_text=np.ones(4, bool)), mesh
+        dict(image=image, label=label, tokens=tokens, mask=mask, has_text=np.ones(8, bool)), mesh
     )
 
     @jax.jit
