@@ -52,19 +52,22 @@ def test_incompatible_checkpoint_is_refused(trained_demo, demo_data_dir):
 
 
 def one_step(devices, accum=1):
-    """One train step of the demo model (dim 16, batch 8) on a mesh over ``devices``."""
-    from experiments import demo
+    """One train step of the tests' demo model (``small_demo_config``: dim 16, batch 8) on a mesh
+    over ``devices``, the state initialised as training does it (8 devices, accum 1: the session
+    run's compiled program)."""
     from gcd_jax import joint, sharding
     from gcd_jax.networks import build_networks
 
-    config = demo.get_config()
-    config.model.dim = 16
-    config.train.global_batch_size = 8
+    config = small_demo_config("unused")
     config.train.grad_accum_steps = accum
     mesh = sharding.make_mesh(devices)
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
-    state = train_state.init_state(jax.random.key(0), nets, optimizer)
+    init = jax.jit(
+        lambda k: train_state.init_state(k, nets, optimizer),
+        out_shardings=sharding.replicated(mesh),
+    )
+    state = init(jax.random.key(0))
     rng = np.random.default_rng(0)
     tokens, mask = nets.text.tokenize(["a red circle"] * 4 + ["two blue squares"] * 4)
     batch = dict(
@@ -151,7 +154,11 @@ def test_loss_decreases_overfitting_a_tiny_batch():
     mesh = sharding.make_mesh()
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
-    state = train_state.init_state(jax.random.key(0), nets, optimizer)
+    init = jax.jit(
+        lambda k: train_state.init_state(k, nets, optimizer),
+        out_shardings=sharding.replicated(mesh),
+    )
+    state = init(jax.random.key(0))
     rng = np.random.default_rng(0)
     label = np.zeros((8, 32, 32), np.int32)
     label[:, 8:24, 8:24] = rng.integers(1, 8, (8, 1, 1))
