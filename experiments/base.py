@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     d.builder_config = ""
     d.data_dir = ""  # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets).
     d.manual_dir = ""  # Raw files (Cityscapes zips, CelebA folders); if set, builds on first use.
-    d.image_size = (32, 32)  # (H, W) the model sees; images resized with data.resize, labels nearest.
+    d.image_size = (32, 32)  # (H, W) the model sees (images resized with data.resize).
     # Image filter of the input pipeline's resize and crop: 'nearest' *ref* (the reference resizes
     # its images nearest-neighbour, from the full-size file) | 'bilinear' | 'bicubic' | 'lanczos'.
     # Layouts are always resized nearest-neighbour.
@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     f.p2_gamma = 0.5
     f.lambda_img = 1.0  # Weight of the image (epsilon-MSE) term *ref*.
     f.lambda_lbl = 1.0  # Weight of the layout (variational bound) term *ref*.
-    f.lowres_aug_t_max = 0.999  # SR: training augmentation time of the low-res input ~ U(0, this) *ref*.
+    f.lowres_aug_t_max = 0.999  # SR: low-res augmentation time ~ U(0, this) in training *ref*.
     # SR: False = one augmentation time per (micro-)batch *ref* (the reference draws one per
     # GPU's forward); True = one per example.
     f.lowres_aug_per_example = False
