@@ -22,6 +22,7 @@ scripts (needs torch, einops, einops-exts); nothing of theirs is copied here.
 """
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import importlib.util
@@ -44,7 +45,7 @@ import optax  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gcd_jax import categorical, joint  # noqa: E402
+from gcd_jax import categorical, joint, train_state  # noqa: E402
 from gcd_jax.data import scenes  # noqa: E402
 
 # The U-Net both implementations train: 32×32 demo scenes, K = 8, three levels.
@@ -149,7 +150,7 @@ class Reference:
         self.fixture = fixture
         self.unet = self.fixture.make_unet_fixture.torch_unet(classes[2], CASE, params)
         loss = dict(noise_schedule="linear", noise_schedule_lbl="linear")
-        self.imagen = self.fixture._reference_imagen(classes, CASE, loss, self.unet)
+        self.imagen = self.fixture.reference_imagen(classes, CASE, loss, self.unet)
         self.optimizer = torch.optim.Adam(
             self.unet.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-8
         )
@@ -172,12 +173,48 @@ class Reference:
         self.optimizer.step()
         return loss_img.item(), loss_lbl.item(), np.nan  # the i = 0 count is not known here
 
+    def gradients(self, draws: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Gradients of the batch-mean loss (image + layout) with the injected draws and no text
+        dropout, per parameter name, and the ``y_t`` the U-Net saw ``[B, H, W]``."""
+        torch, fixture, seen = self.torch, self.fixture, {}
+        forward = self.unet.forward
+
+        def record(x, lbl, time, **kwargs):
+            seen["y_t"] = lbl[:, 0].numpy().astype(np.int32)
+            return forward(x, lbl, time, **kwargs)
+
+        def times(*args, **kwargs):
+            return torch.from_numpy(draws["t"])
+
+        nchw = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2))  # noqa: E731
+        self.imagen.cond_drop_prob = 0.0
+        self.optimizer.zero_grad()
+        schedule = self.imagen.noise_schedulers[0]
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(
+                fixture.injected(torch, [nchw(draws["noise"])], [draws["gumbel_uniform"]])
+            )
+            stack.enter_context(fixture.patched(self.unet, "forward", record))
+            stack.enter_context(fixture.patched(schedule, "sample_random_times", times))
+            loss_img, loss_lbl = self.imagen.forward(
+                torch.from_numpy(nchw(draws["image"])),
+                torch.from_numpy(draws["label"][:, None].astype(np.float32)),
+                unet=self.unet,
+                unet_number=1,
+                text_embeds=torch.from_numpy(draws["text"]),
+                text_masks=torch.from_numpy(draws["text_mask"]),
+            )
+            (loss_img + loss_lbl).backward()
+        grads = {n: p.grad.numpy().copy() for n, p in self.unet.named_parameters()}
+        self.optimizer.zero_grad()
+        return grads, seen["y_t"]
+
     def evaluate(self, draws: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-example ``(loss_img, loss_lbl, y_t)`` with the injected draws."""
         state = self.torch.get_rng_state()  # the evaluation leaves the training draws alone
         self.unet.eval()
         examples = [
-            self.fixture._one_example(self.torch, self.imagen, self.unet, draws, i)
+            self.fixture.one_example(self.torch, self.imagen, self.unet, draws, i)
             for i in range(len(draws["t"]))
         ]
         self.torch.set_rng_state(state)
@@ -206,21 +243,22 @@ def first_step(process: joint.Process, key: jax.Array, batch_size: int) -> jax.A
 
 
 class Ours:
-    """gcd_jax: ``joint.loss`` on the Flax U-Net + ``optax.adam``, one jitted step (compiled once,
-    shared by the seeds: ``reset`` starts a new run).
+    """gcd_jax: ``joint.loss`` on the Flax U-Net and ``train_state.make_optimizer`` (Adam, no
+    warm-up or clipping) in one jitted step like ``train.train_step`` (text embeddings given, no
+    EMA); compiled once and shared by the seeds (``reset`` starts a new run).
 
     ``matched``: an ablation that trains with the reference's two known departures from DESIGN §3,
     its keep table (``reference_keep_schedule``) and a zero layout term at i = 0. The evaluation
     always uses the reference's table, so that it compares weights, not loss definitions.
     """
 
-    def __init__(self, config, model, lr: float, matched: bool):
+    def __init__(self, config, model, matched: bool):
         self.model, self.matched = model, matched
         process = joint.Process.from_config(config)
         table = reference_keep_schedule(process.label_logsnr, process.num_timesteps)
         self.eval_process = dataclasses.replace(process, label_logsnr=table)
         self.process = self.eval_process if matched else process
-        self.optimizer = optax.adam(lr, b1=0.9, b2=0.99, eps=1e-8)
+        self.optimizer = train_state.make_optimizer(config.optim)
         self._step = jax.jit(self._train_step, donate_argnums=(0, 1))
         self._eval = jax.jit(self._eval_loss)
 
@@ -264,6 +302,15 @@ class Ours:
         image, label, t, noise = (draws[k] for k in ("image", "label", "t", "noise"))
         return joint.loss_from_draws(self.eval_process, call, image, label, t, noise, y_t)
 
+    def gradients(self, draws: dict, y_t: np.ndarray):
+        """Gradients (Flax tree) of the batch-mean loss with the given draws, ``y_t`` included."""
+        arrays = {k: v for k, v in draws.items() if k != "gumbel_uniform"}
+
+        def mean_loss(params):
+            return jnp.mean(self._eval_loss(params, arrays, y_t)["loss"])
+
+        return jax.jit(jax.grad(mean_loss))(self.params)
+
     def evaluate(self, draws: dict, y_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         arrays = {k: v for k, v in draws.items() if k != "gumbel_uniform"}
         out = self._eval(self.params, arrays, y_t)
@@ -273,14 +320,44 @@ class Ours:
 # ----------------------------------------------------------------------------- the run
 
 
-def train_side_by_side(args, seed: int, batches, draws, ours: dict[str, Ours]) -> list[dict]:
+def gradient_check(fixture, reference: Reference, ours: Ours, draws: dict) -> dict:
+    """Both implementations' gradients at the common initial weights on the evaluation batch with
+    its common random numbers (no text dropout; i ≥ 2, where the losses agree): ours mapped to the
+    reference's parameter names by the fixture's Flax → PyTorch mapping, then the relative L2
+    error ``‖g_ours − g_ref‖ / ‖g_ref‖`` over all parameters and per tensor (the worst)."""
+    torch_grads, y_t = reference.gradients(draws)
+    mapped = dict(torch_grads)
+    for path, value in jax.tree_util.tree_flatten_with_path(ours.gradients(draws, y_t))[0]:
+        names = tuple(p.key for p in path)
+        fixture.make_unet_fixture._to_torch(names, np.asarray(value), mapped, CASE)
+    error = {n: np.linalg.norm(mapped[n] - g) for n, g in torch_grads.items()}
+    norm = {n: np.linalg.norm(g) for n, g in torch_grads.items()}
+    significant = [n for n in norm if norm[n] > 1e-3 * max(norm.values())]
+    worst = max(significant, key=lambda n: error[n] / norm[n])
+    total = np.sqrt(sum(e**2 for e in error.values()) / sum(v**2 for v in norm.values()))
+    return {
+        "relative_error_all": float(total),
+        "worst_tensor": worst,
+        "worst_relative_error": float(error[worst] / norm[worst]),
+        "tensors": len(norm),
+        "tensors_compared_for_worst": len(significant),
+    }
+
+
+def train_side_by_side(
+    args, seed: int, batches, draws, ours: dict[str, Ours], check: bool
+) -> tuple[list[dict], dict | None]:
     """Trains the reference and each gcd_jax variant for ``args.steps`` steps from the same
-    weights; returns the log rows (one per log point and implementation)."""
+    weights; returns the log rows (one per log point and implementation) and, if ``check``, the
+    ``gradient_check`` at the initial weights."""
     fixture = _fixture_module("make_loss_fixture")
-    classes = fixture._load_reference(args.gcdp_dir)
+    classes = fixture.load_reference(args.gcdp_dir)
     _, _, params = fixture.make_unet_fixture.micro_model(CASE, seed=0)
     sides = {"reference": Reference(fixture, classes, params, args.lr, seed)}
     sides.update({name: variant.reset(params, seed) for name, variant in ours.items()})
+    checked = gradient_check(fixture, sides["reference"], ours["gcd_jax"], draws) if check else None
+    if checked:
+        print("gradient check:", json.dumps(checked), flush=True)
     rows, window = [], {name: [] for name in sides}
     seconds = dict.fromkeys(sides, 0.0)
     for step in range(args.steps + 1):
@@ -311,7 +388,7 @@ def train_side_by_side(args, seed: int, batches, draws, ours: dict[str, Ours]) -
             start = time.perf_counter()
             window[name].append(side.step(batches[step], step))
             seconds[name] += time.perf_counter() - start
-    return rows
+    return rows, checked
 
 
 def _format_rows(rows: list[dict]) -> str:
@@ -396,12 +473,21 @@ def main() -> None:
     draws = eval_draws(eval_batch)
     config, model, _ = _fixture_module("make_unet_fixture").micro_model(CASE, seed=0)
     config.text.drop_prob = 0.1
-    ours = {"gcd_jax": Ours(config, model, args.lr, matched=False)}
+    config.optim.update(learning_rate=args.lr, b1=0.9, b2=0.99, eps=1e-8)
+    config.optim.update(warmup_steps=0, grad_clip=0.0)
+    ours = {"gcd_jax": Ours(config, model, matched=False)}
     if args.matched:
-        ours["gcd_jax_matched"] = Ours(config, model, args.lr, matched=True)
+        ours["gcd_jax_matched"] = Ours(config, model, matched=True)
     start = time.perf_counter()
-    rows = [row for seed in seeds for row in train_side_by_side(args, seed, batches, draws, ours)]
+    rows, checked = [], None
+    for seed in seeds:
+        seed_rows, seed_check = train_side_by_side(
+            args, seed, batches, draws, ours, check=seed == seeds[0]
+        )
+        rows += seed_rows
+        checked = checked or seed_check
     summary = summarise(rows, seeds, burn_in=args.steps // 2)
+    summary["gradient_check"] = checked
     summary["wall_seconds"] = time.perf_counter() - start
 
     os.makedirs(args.out, exist_ok=True)
