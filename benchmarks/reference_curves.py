@@ -22,6 +22,7 @@ scripts (needs torch, einops, einops-exts); nothing of theirs is copied here.
 """
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import importlib.util
@@ -44,7 +45,7 @@ import optax  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gcd_jax import categorical, joint  # noqa: E402
+from gcd_jax import categorical, joint, train_state  # noqa: E402
 from gcd_jax.data import scenes  # noqa: E402
 
 # The U-Net both implementations train: 32×32 demo scenes, K = 8, three levels.
@@ -122,18 +123,34 @@ def demo_data(num_batches: int, batch: int, seed: int) -> tuple[list[dict], dict
     return [stack([pool[i] for i in rows]) for rows in order], eval_batch
 
 
-def eval_draws(eval_batch: dict, seed: int = 1234) -> dict:
-    """Common random numbers of the evaluation batch (see ``make_loss_fixture._inputs``)."""
-    rng = np.random.default_rng(seed)
-    b, h, w, _ = eval_batch["image"].shape
+def with_draws(batch: dict, rng: np.random.Generator, t: np.ndarray, drop_prob: float) -> dict:
+    """``batch`` with explicit draws for both implementations: times ``t`` float32 ``[B]``, ε
+    ``noise`` ``[B, H, W, 3]``, ``drop_text`` bool ``[B]`` and the uniforms of the Gumbel-max
+    draw of ``y_t`` ``[B, K, H, W]`` (the reference's layout)."""
+    b, h, w, _ = batch["image"].shape
     k = CASE["num_classes"]
     return dict(
-        eval_batch,
-        t=np.float32(0.002 + (np.arange(b) + 0.5) / b * 0.997),
+        batch,
+        t=np.float32(t),
         noise=rng.standard_normal((b, h, w, 3)).astype(np.float32),
-        drop_text=np.zeros(b, bool),
         gumbel_uniform=rng.uniform(size=(b, k, h, w)).astype(np.float32),
+        drop_text=rng.uniform(size=b) < drop_prob,
     )
+
+
+def eval_draws(eval_batch: dict, seed: int = 1234) -> dict:
+    """The evaluation batch's common random numbers: times stratified on [0.002, 0.999] (i ≥ 2),
+    no text dropout."""
+    b = eval_batch["image"].shape[0]
+    t = 0.002 + (np.arange(b) + 0.5) / b * 0.997
+    return with_draws(eval_batch, np.random.default_rng(seed), t, drop_prob=0.0)
+
+
+def lockstep_draws(batch: dict, seed: int, step: int) -> dict:
+    """Training draws of one lock-step step: ``t ~ U(0, 0.999)``, text dropout 0.1."""
+    rng = np.random.default_rng([seed, step])
+    t = rng.uniform(0.0, 0.999, batch["image"].shape[0])
+    return with_draws(batch, rng, t, drop_prob=0.1)
 
 
 # ----------------------------------------------------------------------------- the two sides
@@ -149,35 +166,83 @@ class Reference:
         self.fixture = fixture
         self.unet = self.fixture.make_unet_fixture.torch_unet(classes[2], CASE, params)
         loss = dict(noise_schedule="linear", noise_schedule_lbl="linear")
-        self.imagen = self.fixture._reference_imagen(classes, CASE, loss, self.unet)
+        self.imagen = self.fixture.reference_imagen(classes, CASE, loss, self.unet)
         self.optimizer = torch.optim.Adam(
             self.unet.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-8
         )
         torch.manual_seed(seed)
 
-    def step(self, batch: dict, step: int) -> tuple[float, float, float]:
-        torch = self.torch
-        self.imagen.cond_drop_prob = 0.1
+    def step(self, batch: dict, step: int, draws: dict | None = None) -> tuple[float, ...]:
+        """One Adam step on ``batch`` with the torch RNG's draws, or with ``draws`` (lock-step:
+        ``t``, ``noise``, ``gumbel_uniform``, ``drop_text``; the ``y_t`` the U-Net saw is kept in
+        ``self.y_t``). Returns the mean loss terms and NaN (the count of i = 0 examples, which
+        the reference does not expose)."""
         self.unet.train()
-        loss_img, loss_lbl = self.imagen.forward(
-            torch.from_numpy(batch["image"]).permute(0, 3, 1, 2),
-            torch.from_numpy(batch["label"][:, None].astype(np.float32)),
+        self.imagen.cond_drop_prob = 0.1
+        if draws is None:
+            loss_img, loss_lbl = self.imagen.forward(**self._forward_args(batch))
+        else:
+            loss_img, loss_lbl, self.y_t = self._injected_forward(batch, draws)
+        self.optimizer.zero_grad()
+        (loss_img + loss_lbl).backward()  # the trainer's lambdas (1, 1)
+        self.optimizer.step()
+        return loss_img.item(), loss_lbl.item(), np.nan
+
+    def _forward_args(self, batch: dict) -> dict:
+        torch = self.torch
+        return dict(
+            images=torch.from_numpy(np.ascontiguousarray(batch["image"].transpose(0, 3, 1, 2))),
+            labels=torch.from_numpy(batch["label"][:, None].astype(np.float32)),
             unet=self.unet,
             unet_number=1,
             text_embeds=torch.from_numpy(batch["text"]),
             text_masks=torch.from_numpy(batch["text_mask"]),
         )
+
+    def _injected_forward(self, batch: dict, draws: dict):
+        """``JointImagen.forward`` with the draws injected: per-example times, ε, the Gumbel
+        uniforms of ``y_t`` and the text-dropout mask (``prob_mask_like`` patched). Returns the
+        loss terms (tensors) and ``y_t`` int32 ``[B, H, W]``."""
+        torch, fixture, seen = self.torch, self.fixture, {}
+        forward = self.unet.forward
+
+        def record(x, lbl, time, **kwargs):
+            seen["y_t"] = lbl[:, 0].numpy().astype(np.int32)
+            return forward(x, lbl, time, **kwargs)
+
+        def times(*args, **kwargs):
+            return torch.from_numpy(draws["t"])
+
+        def keep_mask(*args, **kwargs):
+            return torch.from_numpy(~draws["drop_text"])
+
+        noise = np.ascontiguousarray(draws["noise"].transpose(0, 3, 1, 2))
+        schedule = self.imagen.noise_schedulers[0]
+        module = sys.modules["imagen_pytorch.joint_imagen"]
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(fixture.injected(torch, [noise], [draws["gumbel_uniform"]]))
+            stack.enter_context(fixture.patched(self.unet, "forward", record))
+            stack.enter_context(fixture.patched(schedule, "sample_random_times", times))
+            stack.enter_context(fixture.patched(module, "prob_mask_like", keep_mask))
+            loss_img, loss_lbl = self.imagen.forward(**self._forward_args(batch))
+        return loss_img, loss_lbl, seen["y_t"]
+
+    def gradients(self, draws: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Gradients of the batch-mean loss (image + layout) on ``draws`` (a batch with its
+        draws), per parameter name, and the ``y_t`` the U-Net saw ``[B, H, W]``."""
+        loss_img, loss_lbl, y_t = self._injected_forward(draws, draws)
         self.optimizer.zero_grad()
-        (loss_img + loss_lbl).backward()  # the trainer's lambdas (1, 1)
-        self.optimizer.step()
-        return loss_img.item(), loss_lbl.item(), np.nan  # the i = 0 count is not known here
+        (loss_img + loss_lbl).backward()
+        grads = {n: p.grad.numpy().copy() for n, p in self.unet.named_parameters()}
+        self.optimizer.zero_grad()
+        return grads, y_t
 
     def evaluate(self, draws: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-example ``(loss_img, loss_lbl, y_t)`` with the injected draws."""
         state = self.torch.get_rng_state()  # the evaluation leaves the training draws alone
         self.unet.eval()
         examples = [
-            self.fixture._one_example(self.torch, self.imagen, self.unet, draws, i)
+            self.fixture.one_example(self.torch, self.imagen, self.unet, draws, i)
             for i in range(len(draws["t"]))
         ]
         self.torch.set_rng_state(state)
@@ -206,22 +271,24 @@ def first_step(process: joint.Process, key: jax.Array, batch_size: int) -> jax.A
 
 
 class Ours:
-    """gcd_jax: ``joint.loss`` on the Flax U-Net + ``optax.adam``, one jitted step (compiled once,
-    shared by the seeds: ``reset`` starts a new run).
+    """gcd_jax: ``joint.loss`` on the Flax U-Net and ``train_state.make_optimizer`` (Adam, no
+    warm-up or clipping) in one jitted step like ``train.train_step`` (text embeddings given, no
+    EMA); compiled once and shared by the seeds (``reset`` starts a new run).
 
     ``matched``: an ablation that trains with the reference's two known departures from DESIGN §3,
     its keep table (``reference_keep_schedule``) and a zero layout term at i = 0. The evaluation
     always uses the reference's table, so that it compares weights, not loss definitions.
     """
 
-    def __init__(self, config, model, lr: float, matched: bool):
+    def __init__(self, config, model, matched: bool):
         self.model, self.matched = model, matched
         process = joint.Process.from_config(config)
         table = reference_keep_schedule(process.label_logsnr, process.num_timesteps)
         self.eval_process = dataclasses.replace(process, label_logsnr=table)
         self.process = self.eval_process if matched else process
-        self.optimizer = optax.adam(lr, b1=0.9, b2=0.99, eps=1e-8)
+        self.optimizer = train_state.make_optimizer(config.optim)
         self._step = jax.jit(self._train_step, donate_argnums=(0, 1))
+        self._lockstep = jax.jit(self._lockstep_step, donate_argnums=(0, 1))
         self._eval = jax.jit(self._eval_loss)
 
     def reset(self, params, seed: int) -> "Ours":
@@ -250,11 +317,32 @@ class Ours:
         terms = (jnp.mean(out["loss_img"]), jnp.mean(out["loss_lbl"]), jnp.sum(first))
         return optax.apply_updates(params, updates), opt_state, terms
 
-    def step(self, batch: dict, step: int) -> tuple[float, float, float]:
-        """One Adam step; returns the mean loss terms and the number of i = 0 examples."""
-        key = jax.random.fold_in(self.key, step)
-        self.params, self.opt_state, terms = self._step(self.params, self.opt_state, batch, key)
+    def step(self, batch: dict, step: int, draws: dict | None = None, y_t=None) -> tuple:
+        """One Adam step with ``joint.loss``'s own draws, or (lock-step) with the reference's
+        ``draws`` and ``y_t`` through ``loss_from_draws`` and the reference's loss definitions.
+        Returns the mean loss terms and the number of i = 0 examples."""
+        if draws is None:
+            key = jax.random.fold_in(self.key, step)
+            self.params, self.opt_state, terms = self._step(self.params, self.opt_state, batch, key)
+        else:
+            arrays = {k: v for k, v in {**batch, **draws}.items() if k != "gumbel_uniform"}
+            self.params, self.opt_state, terms = self._lockstep(
+                self.params, self.opt_state, arrays, y_t
+            )
         return tuple(float(x) for x in terms)
+
+    def _lockstep_step(self, params, opt_state, arrays, y_t):
+        first = jnp.floor(arrays["t"] * self.process.num_timesteps) == 0
+
+        def mean_loss(params):
+            out = self._eval_loss(params, arrays, y_t)
+            out["loss_lbl"] = jnp.where(first, 0.0, out["loss_lbl"])  # the reference's ≈ 0
+            return jnp.mean(out["loss_img"] + out["loss_lbl"]), out
+
+        grads, out = jax.grad(mean_loss, has_aux=True)(params)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        terms = (jnp.mean(out["loss_img"]), jnp.mean(out["loss_lbl"]), jnp.sum(first))
+        return optax.apply_updates(params, updates), opt_state, terms
 
     def _eval_loss(self, params, draws, y_t):
         def call(x_t, y_t, logsnr):
@@ -263,6 +351,15 @@ class Ours:
 
         image, label, t, noise = (draws[k] for k in ("image", "label", "t", "noise"))
         return joint.loss_from_draws(self.eval_process, call, image, label, t, noise, y_t)
+
+    def gradients(self, draws: dict, y_t: np.ndarray):
+        """Gradients (Flax tree) of the batch-mean loss with the given draws, ``y_t`` included."""
+        arrays = {k: v for k, v in draws.items() if k != "gumbel_uniform"}
+
+        def mean_loss(params):
+            return jnp.mean(self._eval_loss(params, arrays, y_t)["loss"])
+
+        return jax.jit(jax.grad(mean_loss))(self.params)
 
     def evaluate(self, draws: dict, y_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         arrays = {k: v for k, v in draws.items() if k != "gumbel_uniform"}
@@ -273,14 +370,44 @@ class Ours:
 # ----------------------------------------------------------------------------- the run
 
 
-def train_side_by_side(args, seed: int, batches, draws, ours: dict[str, Ours]) -> list[dict]:
+def gradient_check(fixture, reference: Reference, ours: Ours, draws: dict) -> dict:
+    """Both implementations' gradients at the common initial weights on the evaluation batch with
+    its common random numbers (no text dropout; i ≥ 2, where the losses agree): ours mapped to the
+    reference's parameter names by the fixture's Flax → PyTorch mapping, then the relative L2
+    error ``‖g_ours − g_ref‖ / ‖g_ref‖`` over all parameters and per tensor (the worst)."""
+    torch_grads, y_t = reference.gradients(draws)
+    mapped = dict(torch_grads)
+    for path, value in jax.tree_util.tree_flatten_with_path(ours.gradients(draws, y_t))[0]:
+        names = tuple(p.key for p in path)
+        fixture.make_unet_fixture._to_torch(names, np.asarray(value), mapped, CASE)
+    error = {n: np.linalg.norm(mapped[n] - g) for n, g in torch_grads.items()}
+    norm = {n: np.linalg.norm(g) for n, g in torch_grads.items()}
+    significant = [n for n in norm if norm[n] > 1e-3 * max(norm.values())]
+    worst = max(significant, key=lambda n: error[n] / norm[n])
+    total = np.sqrt(sum(e**2 for e in error.values()) / sum(v**2 for v in norm.values()))
+    return {
+        "relative_error_all": float(total),
+        "worst_tensor": worst,
+        "worst_relative_error": float(error[worst] / norm[worst]),
+        "tensors": len(norm),
+        "tensors_compared_for_worst": len(significant),
+    }
+
+
+def train_side_by_side(
+    args, seed: int, batches, draws, ours: dict[str, Ours], check: bool
+) -> tuple[list[dict], dict | None]:
     """Trains the reference and each gcd_jax variant for ``args.steps`` steps from the same
-    weights; returns the log rows (one per log point and implementation)."""
+    weights; returns the log rows (one per log point and implementation) and, if ``check``, the
+    ``gradient_check`` at the initial weights."""
     fixture = _fixture_module("make_loss_fixture")
-    classes = fixture._load_reference(args.gcdp_dir)
+    classes = fixture.load_reference(args.gcdp_dir)
     _, _, params = fixture.make_unet_fixture.micro_model(CASE, seed=0)
     sides = {"reference": Reference(fixture, classes, params, args.lr, seed)}
     sides.update({name: variant.reset(params, seed) for name, variant in ours.items()})
+    checked = gradient_check(fixture, sides["reference"], ours["gcd_jax"], draws) if check else None
+    if checked:
+        print("gradient check:", json.dumps(checked), flush=True)
     rows, window = [], {name: [] for name in sides}
     seconds = dict.fromkeys(sides, 0.0)
     for step in range(args.steps + 1):
@@ -307,11 +434,18 @@ def train_side_by_side(args, seed: int, batches, draws, ours: dict[str, Ours]) -
             print(_format_rows(rows[-len(sides) :]), flush=True)
         if step == args.steps:
             break
+        step_draws = lockstep_draws(batches[step], seed, step) if args.lockstep else None
         for name, side in sides.items():
             start = time.perf_counter()
-            window[name].append(side.step(batches[step], step))
+            if step_draws is None:
+                window[name].append(side.step(batches[step], step))
+            elif name == "reference":
+                window[name].append(side.step(batches[step], step, step_draws))
+            else:
+                y_t = sides["reference"].y_t
+                window[name].append(side.step(batches[step], step, step_draws, y_t))
             seconds[name] += time.perf_counter() - start
-    return rows
+    return rows, checked
 
 
 def _format_rows(rows: list[dict]) -> str:
@@ -327,10 +461,11 @@ COLUMNS = ("train_img", "train_lbl", "eval_img", "eval_lbl")
 
 
 def summarise(rows: list[dict], seeds: list[int], burn_in: int) -> dict:
-    """Per gcd_jax variant and logged quantity, over the log points after ``burn_in`` steps: the
-    mean gap to the reference (same seed; signed: reference − ours) and the share of points where
-    ours is higher; per implementation, the mean absolute gap between the first two seeds (the
-    seed noise)."""
+    """Per implementation and logged quantity, over the log points after ``burn_in`` steps: the mean;
+    for a gcd_jax variant, per seed the gap of those means to the reference's (ours − reference; the
+    seeds are independent runs, so their spread is the yardstick) and the share of log points
+    where ours is higher; with two or more seeds, the mean absolute gap between the first two
+    seeds' curves of the same implementation (the seed noise, point by point)."""
     value = {(r["impl"], r["seed"], r["step"]): r for r in rows}
     steps = sorted({r["step"] for r in rows if r["step"] > burn_in})
     impls = list(dict.fromkeys(r["impl"] for r in rows))
@@ -344,12 +479,9 @@ def summarise(rows: list[dict], seeds: list[int], burn_in: int) -> dict:
         for column in COLUMNS:
             stats = {"mean": float(np.mean([get(impl, s, column) for s in seeds]))}
             if impl != "reference":
-                gap = np.array([get("reference", s, column) - get(impl, s, column) for s in seeds])
-                stats.update(
-                    gap_to_reference_mean_abs=float(np.mean(np.abs(gap))),
-                    gap_to_reference_mean_signed=float(np.mean(gap)),
-                    share_of_points_above_reference=float(np.mean(gap < 0)),
-                )
+                gap = np.array([get(impl, s, column) - get("reference", s, column) for s in seeds])
+                stats["gap_to_reference_per_seed"] = [float(g) for g in gap.mean(axis=1)]
+                stats["share_of_points_above_reference"] = float(np.mean(gap > 0))
             if len(seeds) > 1:
                 noise = get(impl, seeds[0], column) - get(impl, seeds[1], column)
                 stats["seed_gap_mean_abs"] = float(np.mean(np.abs(noise)))
@@ -382,8 +514,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--log_every", type=int, default=25)
     parser.add_argument("--data_seed", type=int, default=0)
-    parser.add_argument(
+    variants = parser.add_mutually_exclusive_group()
+    variants.add_argument(
         "--matched", action="store_true", help="also train the gcd_jax_matched ablation (Ours)"
+    )
+    variants.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="gcd_jax trains on the reference's draws and y_t (same steps up to float32)",
     )
     parser.add_argument("--out", default="/tmp/reference_curves")
     args = parser.parse_args()
@@ -396,12 +534,21 @@ def main() -> None:
     draws = eval_draws(eval_batch)
     config, model, _ = _fixture_module("make_unet_fixture").micro_model(CASE, seed=0)
     config.text.drop_prob = 0.1
-    ours = {"gcd_jax": Ours(config, model, args.lr, matched=False)}
+    config.optim.update(learning_rate=args.lr, b1=0.9, b2=0.99, eps=1e-8)
+    config.optim.update(warmup_steps=0, grad_clip=0.0)
+    ours = {"gcd_jax": Ours(config, model, matched=False)}
     if args.matched:
-        ours["gcd_jax_matched"] = Ours(config, model, args.lr, matched=True)
+        ours["gcd_jax_matched"] = Ours(config, model, matched=True)
     start = time.perf_counter()
-    rows = [row for seed in seeds for row in train_side_by_side(args, seed, batches, draws, ours)]
+    rows, checked = [], None
+    for seed in seeds:
+        seed_rows, seed_check = train_side_by_side(
+            args, seed, batches, draws, ours, check=seed == seeds[0]
+        )
+        rows += seed_rows
+        checked = checked or seed_check
     summary = summarise(rows, seeds, burn_in=args.steps // 2)
+    summary["gradient_check"] = checked
     summary["wall_seconds"] = time.perf_counter() - start
 
     os.makedirs(args.out, exist_ok=True)
