@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from gcd_jax import categorical, joint, train_state  # noqa: E402
 from gcd_jax.data import scenes  # noqa: E402
+from gcd_jax.networks import Apply
 
 # The U-Net both implementations train: 32×32 demo scenes, K = 8, three levels.
 CASE = dict(
@@ -306,7 +307,7 @@ class Ours:
         def mean_loss(params):
             has_text = jnp.ones(first.shape, bool)
             inputs = dict(batch, mask=batch["text_mask"], has_text=has_text)
-            out = joint.loss(self.process, self._denoise(params), inputs, key)
+            out = joint.loss(self.process, Apply(self.model), {"unet": params}, inputs, key)
             if self.matched:
                 out["loss_lbl"] = jnp.where(first, 0.0, out["loss_lbl"])
                 out["loss"] = out["loss_img"] + out["loss_lbl"]
