@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from gcd_jax import categorical, joint, train_state  # noqa: E402
 from gcd_jax.data import scenes  # noqa: E402
-from gcd_jax.networks import Apply
+from gcd_jax.networks import Apply  # noqa: E402
 
 # The U-Net both implementations train: 32×32 demo scenes, K = 8, three levels.
 CASE = dict(
