@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from gcd_jax import categorical, joint, train_state  # noqa: E402
 from gcd_jax.data import scenes  # noqa: E402
+from gcd_jax.models import torch_names  # noqa: E402
 from gcd_jax.networks import Apply  # noqa: E402
 
 # The U-Net both implementations train: 32×32 demo scenes, K = 8, three levels.
@@ -377,10 +378,12 @@ def gradient_check(fixture, reference: Reference, ours: Ours, draws: dict) -> di
     reference's parameter names by the fixture's Flax → PyTorch mapping, then the relative L2
     error ``‖g_ours − g_ref‖ / ‖g_ref‖`` over all parameters and per tensor (the worst)."""
     torch_grads, y_t = reference.gradients(draws)
-    mapped = dict(torch_grads)
-    for path, value in jax.tree_util.tree_flatten_with_path(ours.gradients(draws, y_t))[0]:
-        names = tuple(p.key for p in path)
-        fixture.make_unet_fixture._to_torch(names, np.asarray(value), mapped, CASE)
+    grads = ours.gradients(draws, y_t)
+    flat = {
+        tuple(p.key for p in path): v for path, v in jax.tree_util.tree_flatten_with_path(grads)[0]
+    }
+    table = torch_names.unet_table(grads, len(CASE["model"]["dim_mults"]), (3, 7, 15))
+    mapped = {e.name: torch_names.to_torch(e, np.asarray(flat[e.path])) for e in table}
     error = {n: np.linalg.norm(mapped[n] - g) for n, g in torch_grads.items()}
     norm = {n: np.linalg.norm(g) for n, g in torch_grads.items()}
     significant = [n for n in norm if norm[n] > 1e-3 * max(norm.values())]
