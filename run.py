@@ -7,13 +7,18 @@
 ``--config`` is an ml_collections config file; ``--config.section.field=value`` overrides a field
 and an unknown field is an error. The workdir holds checkpoints, logs and samples; rerunning the
 same command resumes from its latest checkpoint.
+
+A user error (bad config, missing data or weights, bad input files, no usable checkpoint) prints one
+line, ``error: ...``, and exits with status 2; ``--verbose`` (or ``GCD_JAX_VERBOSE=1``) adds its
+traceback. Any other exception is a bug and keeps its traceback. Causes and messages:
+docs/errors.md.
 """
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gcd_jax import evaluate, sample, train
+from gcd_jax import errors, evaluate, sample, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/demo.py.", lock_config=True
@@ -47,6 +52,12 @@ _LAYOUT = flags.DEFINE_string(
 )
 _BASE_WORKDIR = flags.DEFINE_string(
     "base_workdir", "", "SR sample: the base model's workdir; samples the cascade base -> SR."
+)
+_VERBOSE = flags.DEFINE_bool(
+    "verbose",
+    False,
+    "Print the traceback of a user error too (also: GCD_JAX_VERBOSE=1); without it a user error "
+    "is one line, 'error: ...', and exit status 2.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -82,8 +93,8 @@ def main(argv):
         jax.process_count(),
         jax.local_devices(),
     )
-    MODES[_MODE.value](_CONFIG.value, _WORKDIR.value)
+    return errors.run_cli(lambda: MODES[_MODE.value](_CONFIG.value, _WORKDIR.value), _VERBOSE.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=errors.parse_flags)

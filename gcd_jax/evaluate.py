@@ -30,6 +30,7 @@ from absl import logging
 
 from gcd_jax import generation, metrics, viz
 from gcd_jax.data import classes, pipeline, scenes
+from gcd_jax.errors import ConfigError
 
 Segmenter = Callable[[np.ndarray], np.ndarray]  # images [N, H, W, 3] in [-1, 1] -> int [N, H, W]
 
@@ -43,7 +44,7 @@ FEATURES: dict[str, metrics.FeatureFn] = {"colour_pixels": metrics.colour_pixel_
 def feature_network(name: str) -> metrics.FeatureFn:
     """The ``FEATURES`` entry ``name``; ValueError naming the known ones."""
     if name not in FEATURES:
-        raise ValueError(f"Unknown eval.features {name!r}; expected one of {sorted(FEATURES)}.")
+        raise ConfigError(f"Unknown eval.features {name!r}; expected one of {sorted(FEATURES)}.")
     return FEATURES[name]
 
 

@@ -15,7 +15,6 @@ at unet 2") or held-out data resized down (``lowres_from_data``, as the training
 
 import dataclasses
 import functools
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gcd_jax import checkpoint, joint, sampling, sharding
+from gcd_jax.errors import ConfigError, InputError
 from gcd_jax.networks import Networks, build_networks
 
 PyTree = Any
@@ -71,17 +71,14 @@ def load(
 ) -> Model:
     """Restores the sampling parameters at ``step`` (default: latest) of ``workdir``: EMA when
     ``config.sample.use_ema``, else the raw parameters, replicated over ``mesh``. Raises
-    ``FileNotFoundError`` when there is no checkpoint."""
+    ``MissingError`` when there is no such checkpoint (listing the steps there are),
+    ``CheckpointError`` when it was made with another model or cannot be read back (naming the
+    cause and the other steps)."""
     mesh = sharding.make_mesh() if mesh is None else mesh
     nets = build_networks(config)
-    ckpt = checkpoint.Checkpointer(workdir, config)
+    ckpt = checkpoint.Checkpointer(workdir, config, create=False)
     try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(
-                f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train first "
-                f"(python run.py --config ... --workdir {workdir})."
-            )
+        step = ckpt.resolve_step(step)
         replicated = sharding.replicated(mesh)
         abstract = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
@@ -130,7 +127,7 @@ def _batched(
     """Calls ``run(rows, i)`` for batch ``i`` of the ``num`` items (``rows``: item indices, padded
     with the last one to a multiple of the mesh size) and concatenates the host results."""
     if num == 0:
-        raise ValueError("Nothing to generate: the prompt list is empty.")
+        raise InputError("Nothing to generate: the prompt list is empty.")
     images, layouts = [], []
     for i, start in enumerate(range(0, num, batch_size)):
         rows = np.arange(start, min(start + batch_size, num))
@@ -170,16 +167,16 @@ def _check_lowres(model: Model, lowres: Pair | None, num: int) -> None:
     if not model.sr:
         return
     if lowres is None:
-        raise ValueError(
+        raise InputError(
             "An SR model (model.sr=True) samples from a low-resolution image and layout: give a "
             "base workdir (--base_workdir, the cascade) or --image and --layout files."
         )
     image, label = lowres
     want = tuple(model.config.model.lowres_size)
     if image.shape[1:3] != want or len(image) != num:
-        raise ValueError(f"low-res images {image.shape} do not match {num} x {want} (H, W).")
+        raise InputError(f"low-res images {image.shape} do not match {num} x {want} (H, W).")
     if model.config.model.joint and (label is None or label.shape != image.shape[:3]):
-        raise ValueError(f"low-res layouts {np.shape(label)} do not match {image.shape[:3]}.")
+        raise InputError(f"low-res layouts {np.shape(label)} do not match {image.shape[:3]}.")
 
 
 def generate(
@@ -269,11 +266,11 @@ def outpaint(
 
 
 def check_cascade(base: ml_collections.ConfigDict, sr: ml_collections.ConfigDict) -> None:
-    """ValueError naming the mismatch when a base model cannot feed an SR model."""
+    """ConfigError naming the mismatch when a base model cannot feed an SR model."""
     if not sr.model.sr:
-        raise ValueError("The cascade's second stage must be an SR config (model.sr=True).")
+        raise ConfigError("The cascade's second stage must be an SR config (model.sr=True).")
     if base.model.sr:
-        raise ValueError("The base workdir holds an SR model (model.sr=True), not a base model.")
+        raise ConfigError("The base workdir holds an SR model (model.sr=True), not a base model.")
     problems = []
     if base.data.num_classes != sr.data.num_classes:
         problems.append(f"classes: base {base.data.num_classes}, SR {sr.data.num_classes}")
@@ -285,7 +282,7 @@ def check_cascade(base: ml_collections.ConfigDict, sr: ml_collections.ConfigDict
     if base.model.joint != sr.model.joint:
         problems.append(f"joint: base {base.model.joint}, SR {sr.model.joint}")
     if problems:
-        raise ValueError("The base and SR models do not fit together: " + "; ".join(problems))
+        raise ConfigError("The base and SR models do not fit together: " + "; ".join(problems))
 
 
 def cascade(

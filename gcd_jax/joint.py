@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from gcd_jax import categorical, gaussian, schedules
+from gcd_jax.errors import ConfigError
 
 # ``apply(params, x_t, y_t, logsnr, cond) -> (eps_hat, logits)``: the network's one calling
 # convention (``gcd_jax.networks``; e.g. ``nets.apply``).
@@ -68,7 +69,7 @@ def check_resize_method(method: str) -> str:
     try:
         jax.image.ResizeMethod.from_string(method)
     except ValueError as e:
-        raise ValueError(f"diffusion.lowres_resize={method!r}: {e}") from None
+        raise ConfigError(f"diffusion.lowres_resize={method!r}: {e}") from None
     return method
 
 
@@ -121,7 +122,7 @@ class Process:
     def from_config(cls, config: ml_collections.ConfigDict) -> "Process":
         f, m = config.diffusion, config.model
         if m.sr and min(m.lowres_size) <= 0:
-            raise ValueError(f"model.sr needs a positive model.lowres_size, got {m.lowres_size}.")
+            raise ConfigError(f"model.sr needs a positive model.lowres_size, got {m.lowres_size}.")
         return cls(
             image_logsnr=NamedSchedule(f.noise_schedule, f.cosine_p),
             label_logsnr=NamedSchedule(f.noise_schedule_lbl, f.cosine_p),

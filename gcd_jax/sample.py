@@ -25,27 +25,46 @@ from PIL import Image
 
 from gcd_jax import checkpoint, generation, viz
 from gcd_jax.data import classes
+from gcd_jax.errors import InputError, MissingError
 
 
 def read_prompts(prompts: str) -> list[str]:
-    """``prompts``: a file with one prompt per line, or prompts separated by ';'."""
+    """``prompts``: a file with one prompt per line, or prompts separated by ';'. Blank prompts
+    are dropped; ``InputError`` when none is left."""
     if os.path.isfile(prompts):
         lines = pathlib.Path(prompts).read_text().splitlines()
     else:
         lines = prompts.split(";")
     result = [p.strip() for p in lines if p.strip()]
     if not result:
-        raise ValueError(f"No prompts in {prompts!r}: give a file or 'first prompt;second prompt'.")
+        where = f"the file {prompts}" if os.path.isfile(prompts) else f"--prompts={prompts!r}"
+        raise InputError(
+            f"No prompts in {where}: give a file with one prompt per line or "
+            "--prompts='first prompt;second prompt'."
+        )
     return result
 
 
+def _open_image(path: str, what: str) -> Image.Image:
+    """The decoded image file at ``path``; ``MissingError`` / ``InputError`` naming it."""
+    if not os.path.isfile(path):
+        raise MissingError(f"{what} {path} does not exist.")
+    try:
+        with Image.open(path) as image:
+            return image.copy()  # Decodes now, inside the try.
+    except (OSError, ValueError, SyntaxError) as error:  # PIL.UnidentifiedImageError is OSError.
+        raise InputError(f"{what} {path} is not an image file PIL can read ({error}).") from None
+
+
 def read_layout(path: str, num_classes: int) -> np.ndarray:
-    """A raw label-map PNG ``[H, W]`` with values in [0, K); anything else is a clear error."""
-    label = np.asarray(Image.open(path))
+    """A raw label-map PNG ``[H, W]`` with values in [0, K); anything else is an ``InputError``."""
+    label = np.asarray(_open_image(path, "--layout"))
     if label.ndim != 2:
-        raise ValueError(f"{path}: a layout must be a single-channel label map, got {label.shape}.")
+        raise InputError(
+            f"{path}: a layout must be a single-channel label map (class ids), got {label.shape}."
+        )
     if label.min() < 0 or label.max() >= num_classes:
-        raise ValueError(
+        raise InputError(
             f"{path}: label values span [{label.min()}, {label.max()}], need [0, {num_classes})."
         )
     return label.astype(np.int32)
@@ -53,12 +72,13 @@ def read_layout(path: str, num_classes: int) -> np.ndarray:
 
 def read_image(path: str) -> np.ndarray:
     """An RGB image file -> float32 ``[H, W, 3]`` in [−1, 1]."""
-    return np.asarray(Image.open(path).convert("RGB"), np.float32) / 127.5 - 1.0
+    image = _open_image(path, "--image").convert("RGB")
+    return np.asarray(image, np.float32) / 127.5 - 1.0
 
 
 def _check_size(path: str, array: np.ndarray, size: tuple[int, int]) -> None:
     if array.shape[:2] != tuple(size):
-        raise ValueError(f"{path} is {array.shape[:2]}, the model needs {tuple(size)} (H, W).")
+        raise InputError(f"{path} is {array.shape[:2]}, the model needs {tuple(size)} (H, W).")
 
 
 def write_samples(outdir: str, config, images, layouts, manifest: dict) -> None:
@@ -91,14 +111,14 @@ def _given_lowres(config, prompts, image_path, layout_path) -> generation.Pair:
     """The SR stage's start from files: one image and one layout, resized to the low-res size
     (nearest, as the reference resizes its start image), repeated for every prompt."""
     if not (image_path and (layout_path or not config.model.joint)):
-        raise ValueError(
+        raise InputError(
             "An SR config samples from --base_workdir (the cascade) or from --image and --layout "
             "(starting at the SR stage)."
         )
     image = read_image(image_path)[None]
     label = read_layout(layout_path, config.data.num_classes)[None] if layout_path else None
     if label is not None and label.shape != image.shape[:3]:
-        raise ValueError(f"{image_path} is {image.shape[1:3]} but {layout_path} {label.shape[1:]}.")
+        raise InputError(f"{image_path} is {image.shape[1:3]} but {layout_path} {label.shape[1:]}.")
     lowres_config = ml_collections.ConfigDict(config.to_dict())
     lowres_config.diffusion.lowres_resize = "nearest"
     image, label = generation.lowres_from_data(lowres_config, image, label)
@@ -119,7 +139,7 @@ def sample_main(
     """``--mode sample``: returns the output folder ``{workdir}/samples/step_{S}_seed_{seed}``."""
     prompt_list = read_prompts(prompts)
     if not config.model.sr and (base_workdir or image_path or layout_path):
-        raise ValueError("--base_workdir/--image/--layout are for SR configs (model.sr=True).")
+        raise InputError("--base_workdir/--image/--layout are for SR configs (model.sr=True).")
     key = jax.random.key(seed)
     base = None
     if config.model.sr and base_workdir:
@@ -162,11 +182,11 @@ def outpaint_main(
     prompt, and without prompts one unconditional sample (guidance on the null text alone). An SR
     model takes both files and conditions on their low-res versions as well."""
     if not (image_path or layout_path):
-        raise ValueError("--mode outpaint needs --image and/or --layout.")
+        raise InputError("--mode outpaint needs --image and/or --layout.")
     if layout_path and not config.model.joint:
-        raise ValueError("An image-only model (model.joint=False) has no layout to condition on.")
+        raise InputError("An image-only model (model.joint=False) has no layout to condition on.")
     if config.model.sr and not (image_path and layout_path):
-        raise ValueError("SR outpainting conditions on a low-res pair: give --image and --layout.")
+        raise InputError("SR outpainting conditions on a low-res pair: give --image and --layout.")
     size = tuple(config.data.image_size)
     prompt_list = read_prompts(prompts) if prompts else [""]
     n = len(prompt_list)

@@ -37,6 +37,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from gcd_jax import categorical, gaussian, joint, schedules, sharding
+from gcd_jax.errors import ConfigError
 
 # ``apply(params, x_t [B,H,W,3], y_t [B,H,W] int32 | None, logsnr [B], cond) -> (eps_hat
 # [B,H,W,3], logits [B,H,W,K] | None)``; ``cond`` is a dict of batch-leading arrays (text
@@ -76,7 +77,7 @@ class Sampler:
     def from_config(cls, config: ml_collections.ConfigDict) -> "Sampler":
         f, s = config.diffusion, config.sample
         if s.num_steps < 1 or s.resample_steps < 1:
-            raise ValueError("sample.num_steps and sample.resample_steps must be >= 1.")
+            raise ConfigError("sample.num_steps and sample.resample_steps must be >= 1.")
         return cls(
             image_logsnr=joint.NamedSchedule(s.noise_schedule or f.noise_schedule, f.cosine_p),
             label_logsnr=joint.NamedSchedule(

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from gcd_jax.errors import ConfigError
+
 Schedule = Callable[[jax.Array], jax.Array]
 
 
@@ -62,7 +64,7 @@ def get_schedule(name: str, **kwargs: float) -> Schedule:
       ValueError: for an unknown name.
     """
     if name not in SCHEDULES:
-        raise ValueError(f"Unknown noise schedule {name!r}; expected one of {sorted(SCHEDULES)}.")
+        raise ConfigError(f"Unknown noise schedule {name!r}; expected one of {sorted(SCHEDULES)}.")
     return functools.partial(SCHEDULES[name], **kwargs)
 
 

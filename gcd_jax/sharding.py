@@ -8,6 +8,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gcd_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -29,7 +31,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def per_device_batch(global_batch_size: int, mesh: Mesh) -> int:
     """The batch each device sees; the global batch must split evenly."""
     if global_batch_size % mesh.size:
-        raise ValueError(
+        raise ConfigError(
             f"train.global_batch_size={global_batch_size} must be divisible by the number of "
             f"devices ({mesh.size})."
         )

@@ -20,6 +20,7 @@ from absl import logging
 
 from gcd_jax import checkpoint, generation, joint, sharding, train_state, viz
 from gcd_jax.data import classes, pipeline
+from gcd_jax.errors import ConfigError, DivergedError
 from gcd_jax.metric_log import MetricLog
 from gcd_jax.networks import Networks, build_networks, count_params
 from gcd_jax.train_state import TrainState, init_state, make_optimizer
@@ -123,18 +124,18 @@ class _Preemption:
 
 
 def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
-    """Raises ``ValueError`` for settings that cannot work, naming the field and what it needs."""
+    """Raises ``ConfigError`` for settings that cannot work, naming the field and what it needs."""
     train = config.train
     sharding.per_device_batch(train.global_batch_size, mesh)
     if train.global_batch_size % (train.grad_accum_steps * mesh.size):
-        raise ValueError(
+        raise ConfigError(
             f"train.global_batch_size={train.global_batch_size} must be divisible by "
             f"train.grad_accum_steps ({train.grad_accum_steps}) x devices ({mesh.size})."
         )
     train_state.ema_decay(config.optim, 0)  # validates optim.ema_schedule
     factor = 2 ** len(config.model.dim_mults)
     if any(s % factor for s in config.data.image_size):
-        raise ValueError(
+        raise ConfigError(
             f"data.image_size={tuple(config.data.image_size)} must be divisible by {factor} "
             f"(2 ** len(model.dim_mults))."
         )
@@ -173,17 +174,18 @@ def log_recipe(config: ml_collections.ConfigDict) -> str:
 
 
 def _restore_or_init(ckpt, config, nets, optimizer, mesh):
-    """(state, next batch index): the latest checkpoint of the workdir, else a fresh state."""
+    """(state, next batch index): the newest checkpoint of the workdir that restores (damaged
+    newer ones are moved aside with a warning), else a fresh state."""
     abstract = train_state.abstract_state(nets, optimizer)
     shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-    if ckpt.latest_step() is None:
-        init = functools.partial(init_state, nets=nets, optimizer=optimizer)
-        state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.train.seed))
-        return state, 0
     target = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    return ckpt.restore(target)
+    restored = ckpt.restore_newest(target)
+    if restored is not None:
+        return restored
+    init = functools.partial(init_state, nets=nets, optimizer=optimizer)
+    return jax.jit(init, out_shardings=shardings)(jax.random.key(config.train.seed)), 0
 
 
 def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
@@ -283,7 +285,7 @@ def _check_finite(metrics: dict[str, float], step: int) -> None:
     """Stops the run (keeping the last good checkpoint) when the loss is not finite."""
     bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
     if bad:
-        raise FloatingPointError(
+        raise DivergedError(
             f"Non-finite metrics at step {step}: {bad}. Stopping; the last checkpoint in the "
             "workdir is the last good state (try a lower optim.learning_rate or optim.grad_clip)."
         )

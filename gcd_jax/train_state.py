@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from gcd_jax.errors import ConfigError
 from gcd_jax.networks import Networks
 
 PyTree = Any
@@ -68,7 +69,7 @@ def ema_decay(optim: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
     before it): ``ema <- decay · ema + (1 − decay) · params``; 1 leaves the EMA as it is, 0 copies
     the parameters. float32 ``[]``."""
     if optim.ema_schedule not in EMA_SCHEDULES:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown optim.ema_schedule {optim.ema_schedule!r}; expected one of "
             f"{sorted(EMA_SCHEDULES)}."
         )

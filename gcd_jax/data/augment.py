@@ -11,6 +11,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from gcd_jax.errors import ConfigError
+
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) source region, in pixels.
 Augmentation = Callable[
     [np.ndarray, np.ndarray, tuple[int, int], tuple[float, float], str, np.random.Generator],
@@ -29,7 +31,7 @@ FILTERS: dict[str, Image.Resampling] = {
 def image_filter(name: str) -> Image.Resampling:
     """The ``FILTERS`` entry ``name``; ValueError naming the field and the known filters."""
     if name not in FILTERS:
-        raise ValueError(f"Unknown data.resize {name!r}; expected one of {sorted(FILTERS)}.")
+        raise ConfigError(f"Unknown data.resize {name!r}; expected one of {sorted(FILTERS)}.")
     return FILTERS[name]
 
 
@@ -89,5 +91,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {
 def augmentation(name: str) -> Augmentation:
     """The augmentation `config.data.augment` names; ValueError listing the known ones."""
     if name not in AUGMENTATIONS:
-        raise ValueError(f"Unknown augmentation {name!r}; expected one of {sorted(AUGMENTATIONS)}.")
+        raise ConfigError(
+            f"Unknown data.augment {name!r}; expected one of {sorted(AUGMENTATIONS)}."
+        )
     return AUGMENTATIONS[name]

@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from gcd_jax.errors import InputError, MissingError
+
 # Threads decoding and resizing raw files while a builder writes examples.
 BUILD_WORKERS = min(8, os.cpu_count() or 1)
 
@@ -76,7 +78,7 @@ def manual_dir(dl_manager: tfds.download.DownloadManager, expected: str) -> str:
         # TFDS raises AssertionError for a missing or empty manual dir and keeps the path it
         # looked at in a private attribute; re-raise as a file error that says what belongs there.
         where = dl_manager._manual_dir
-        raise FileNotFoundError(
+        raise MissingError(
             f"The manual directory {where} does not exist or is empty. Set "
             f"config.data.manual_dir (tfds build: --manual_dir) to a folder holding:\n{expected}"
         ) from None
@@ -88,7 +90,7 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as error:
-        raise ValueError(f"Cannot read image {where}: {error}") from error
+        raise InputError(f"Cannot read image {where}: {error}") from error
 
 
 def decode_label(data: bytes, where: str) -> np.ndarray:
@@ -98,18 +100,18 @@ def decode_label(data: bytes, where: str) -> np.ndarray:
             mode = image.mode
             label = np.asarray(image)
     except (OSError, ValueError, SyntaxError) as error:
-        raise ValueError(f"Cannot read label map {where}: {error}") from error
+        raise InputError(f"Cannot read label map {where}: {error}") from error
     if label.ndim != 2 or mode not in ("L", "P", "I", "I;16"):
-        raise ValueError(f"Label map {where} has mode {mode}; expected a single-channel image.")
+        raise InputError(f"Label map {where} has mode {mode}; expected a single-channel image.")
     if label.max(initial=0) > 255:
-        raise ValueError(f"Label map {where} holds values above 255.")
+        raise InputError(f"Label map {where} holds values above 255.")
     return label.astype(np.uint8)
 
 
 def check_file(path: str) -> str:
     """`path` itself; FileNotFoundError naming it when it is not a file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Expected file {path} is missing.")
+        raise MissingError(f"Expected file {path} is missing.")
     return path
 
 

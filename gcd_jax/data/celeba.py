@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from gcd_jax.data import builder_lib, classes
+from gcd_jax.errors import InputError, MissingError
 
 _IMAGES = "CelebA-HQ-img"
 _MASKS = "CelebAMask-HQ-mask-anno"
@@ -45,7 +46,7 @@ def read_split_file(path: str) -> list[int]:
             names = _NameListUnpickler(f).load()
         return [int(os.path.splitext(os.path.basename(str(n)))[0]) for n in names]
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: expected a pickled list of image names ({error}).") from error
+        raise InputError(f"{path}: expected a pickled list of image names ({error}).") from error
 
 
 def merge_part_masks(parts: dict[int, np.ndarray]) -> np.ndarray:
@@ -83,7 +84,7 @@ class MmCelebaHq(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBasedBuild
         root = builder_lib.manual_dir(dl_manager, _EXPECTED)
         for folder in (_IMAGES, _MASKS, _CAPTIONS):
             if not os.path.isdir(os.path.join(root, folder)):
-                raise FileNotFoundError(
+                raise MissingError(
                     f"MM CelebA-HQ: missing folder {os.path.join(root, folder)}. The manual "
                     f"directory must hold:\n{_EXPECTED}"
                 )
@@ -100,7 +101,7 @@ class MmCelebaHq(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBasedBuild
         label, label_where = _read_layout(root, i)
         h, w = image.shape[:2]
         if h * label.shape[1] != w * label.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"Image {image_path} is {(h, w)} but layout {label_where} is {label.shape}: "
                 "the aspect ratios differ."
             )
@@ -123,7 +124,7 @@ def _split_ids(root: str) -> dict[str, list[int]]:
     stems = [os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith(".jpg")]
     ids = sorted(int(s) for s in stems if s.isdigit())
     if not ids:
-        raise FileNotFoundError(f"MM CelebA-HQ: no images {folder}/{{i}}.jpg.")
+        raise MissingError(f"MM CelebA-HQ: no images {folder}/{{i}}.jpg.")
     return {"train": [i for i in ids if i < NUM_TRAIN], "test": [i for i in ids if i >= NUM_TRAIN]}
 
 
@@ -133,7 +134,7 @@ def _read_layout(root: str, i: int) -> tuple[np.ndarray, str]:
     if os.path.isdir(os.path.dirname(merged)):
         label = builder_lib.decode_label(builder_lib.read_bytes(merged), merged)
         if label.max() >= len(classes.CELEBA_CLASSES):
-            raise ValueError(
+            raise InputError(
                 f"Layout {merged} holds value {label.max()} outside the 19 classes 0..18."
             )
         return label, merged
@@ -144,12 +145,12 @@ def _read_layout(root: str, i: int) -> tuple[np.ndarray, str]:
         if os.path.isfile(path):
             mask = builder_lib.decode_image(builder_lib.read_bytes(path), path).max(-1) > 0
             if parts and mask.shape != next(iter(parts.values())).shape:
-                raise ValueError(
+                raise InputError(
                     f"Part mask {path} is {mask.shape}, unlike the image's other parts."
                 )
             parts[k] = mask
     if not parts:
-        raise FileNotFoundError(
+        raise MissingError(
             f"MM CelebA-HQ: no layout for image {i}: neither {merged} nor any raw part mask "
             f"{folder}/{i:05d}_{{part}}.png exists."
         )

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from gcd_jax.data import builder_lib, classes
+from gcd_jax.errors import InputError, MissingError
 
 _IMAGES, _LABELS = "leftImg8bit", "gtFine"
 _ZIPS = {_IMAGES: "leftImg8bit_trainvaltest.zip", _LABELS: "gtFine_trainvaltest.zip"}
@@ -72,7 +73,7 @@ def map_label_ids(label_ids: np.ndarray, where: str) -> np.ndarray:
     train_ids = classes.cityscapes_id_lut()[label_ids]
     if np.any(train_ids < 0):
         bad = sorted(set(np.unique(label_ids[train_ids < 0]).tolist()))
-        raise ValueError(
+        raise InputError(
             f"Label map {where} holds values {bad} outside the Cityscapes label ids 0..33 "
             "(and 255 = license plate)."
         )
@@ -104,7 +105,7 @@ class _Zip:
         try:
             self.archive = zipfile.ZipFile(path)
         except (OSError, zipfile.BadZipFile) as error:
-            raise ValueError(f"Cannot open zip archive {path}: {error}") from error
+            raise InputError(f"Cannot open zip archive {path}: {error}") from error
         self.path = path
         self.names = set(self.archive.namelist())
 
@@ -120,7 +121,7 @@ def _open_files(root: str, top: str) -> _Folder | _Zip:
         return _Folder(root, top)
     if os.path.isfile(os.path.join(root, _ZIPS[top])):
         return _Zip(os.path.join(root, _ZIPS[top]))
-    raise FileNotFoundError(
+    raise MissingError(
         f"Cityscapes: neither {os.path.join(root, _ZIPS[top])} nor {os.path.join(root, top)}/ "
         f"exists. The manual directory must hold:\n{_EXPECTED}"
     )
@@ -140,7 +141,7 @@ def read_captions_file(path: str) -> dict[str, list[str]]:
                     [text] if isinstance(text, str) else [str(t) for t in text]
                 )
             except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(
+                raise InputError(
                     f'{path}:{number}: expected {{"file_name": ..., "text": [...]}}, got {line!r}'
                 ) from error
     return captions
@@ -189,7 +190,7 @@ class CityscapesCaptions(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBa
             n for n in images.names if n.startswith(f"{_IMAGES}/{folder}/") and n.endswith(suffix)
         )
         if not names:
-            raise FileNotFoundError(
+            raise MissingError(
                 f"Cityscapes: no images {images.where(f'{_IMAGES}/{folder}/<city>/*{suffix}')}."
             )
 
@@ -199,7 +200,7 @@ class CityscapesCaptions(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBa
                     _LABELS + name[len(_IMAGES) : -len(suffix)] + f"_{_LABELS}_labelIds.png"
                 )
                 if label_name not in labels.names:
-                    raise FileNotFoundError(
+                    raise MissingError(
                         f"Cityscapes: no label map {labels.where(label_name)} for image "
                         f"{images.where(name)}."
                     )
@@ -217,7 +218,7 @@ class CityscapesCaptions(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBa
         image = builder_lib.decode_image(image_bytes, image_where)
         label = map_label_ids(builder_lib.decode_label(label_bytes, label_where), label_where)
         if image.shape[:2] != label.shape:
-            raise ValueError(
+            raise InputError(
                 f"Image {image_where} is {image.shape[:2]} but label map {label_where} is "
                 f"{label.shape}."
             )

@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 
+from gcd_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class DatasetInfo:
@@ -271,5 +273,5 @@ _INFOS = {
 def dataset_info(name: str) -> DatasetInfo:
     """The `DatasetInfo` of `config.data.name`; raises ValueError naming the known datasets."""
     if name not in _INFOS:
-        raise ValueError(f"Unknown dataset {name!r}; expected one of {sorted(_INFOS)}.")
+        raise ConfigError(f"Unknown dataset {name!r}; expected one of {sorted(_INFOS)}.")
     return _INFOS[name]

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from gcd_jax.data import augment, classes, sources
+from gcd_jax.errors import ConfigError
 
 # tokenize(captions) -> (tokens int32 [B, L], mask bool [B, L]).
 Tokenize = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
@@ -105,7 +106,7 @@ class TrainIterator:
         num_workers: int,
     ):
         if global_batch_size % process_count:
-            raise ValueError(
+            raise ConfigError(
                 f"Global batch {global_batch_size} does not split over {process_count} hosts."
             )
         self.step = start_step
@@ -172,11 +173,11 @@ def create_train_iterator(
     data = config.data
     num_classes = classes.dataset_info(data.name).num_classes
     if data.num_classes != num_classes:
-        raise ValueError(
+        raise ConfigError(
             f"config.data.num_classes={data.num_classes}; {data.name} has {num_classes}."
         )
     if not 0.0 <= data.caption_fraction <= 1.0:
-        raise ValueError(f"config.data.caption_fraction={data.caption_fraction} not in [0, 1].")
+        raise ConfigError(f"config.data.caption_fraction={data.caption_fraction} not in [0, 1].")
     augment.image_filter(data.resize)  # validates the name before any data is read
     source = sources.open_split(config, data.train_split)
     recipe = _Recipe(

@@ -6,6 +6,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from gcd_jax.data import celeba, cityscapes, demo_scenes
+from gcd_jax.errors import ConfigError, InputError, MissingError
 
 
 def _demo(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -35,7 +36,7 @@ _EVAL_SPLITS = {"demo": "validation", "cityscapes": "validation", "celeba": "tes
 def make_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     """The builder (name, stored-resolution config, data_dir) `config.data` selects."""
     if config.data.name not in _BUILDERS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown config.data.name {config.data.name!r}; expected one of {sorted(_BUILDERS)}."
         )
     return _BUILDERS[config.data.name](config.data)
@@ -63,7 +64,7 @@ def ensure_built(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     if builder.is_prepared():
         return builder
     if config.data.name != "demo" and not config.data.manual_dir:
-        raise FileNotFoundError(
+        raise MissingError(
             f"Dataset {builder.name}/{builder.builder_config.name} is not built in "
             f"{builder.data_dir}. Build it once with\n  {build_command(config)}\n"
             "or set --config.data.manual_dir=/path/to/raw/files to build it on first use "
@@ -80,5 +81,21 @@ def eval_split(config: ml_collections.ConfigDict) -> str:
 
 
 def open_split(config: ml_collections.ConfigDict, split: str) -> Sequence[dict]:
-    """Random-access examples of `split` (built if needed): decoded dicts of NumPy arrays."""
-    return ensure_built(config).as_data_source(split)
+    """Random-access examples of `split` (built if needed): decoded dicts of NumPy arrays.
+
+    An unknown split name is a ConfigError listing the dataset's splits, an empty split an
+    InputError (training and sampling cannot start from nothing)."""
+    builder = ensure_built(config)
+    splits = sorted(builder.info.splits.keys())
+    if split.split("[")[0] not in splits:
+        raise ConfigError(
+            f"Dataset {builder.name} has no split {split!r} (config.data.train_split / "
+            f"eval_split); its splits: {splits}."
+        )
+    source = builder.as_data_source(split)
+    if len(source) == 0:
+        raise InputError(
+            f"Split {split!r} of {builder.name} in {builder.data_dir} has no examples: rebuild "
+            "it from raw files that hold this split (see datasets/README.md)."
+        )
+    return source

@@ -29,6 +29,8 @@ import numpy as np
 import safetensors
 from flax import traverse_util
 
+from gcd_jax.errors import InputError, MissingError
+
 PyTree = dict[str, Any]
 
 # What a hub T5 folder needs here; repos such as t5-large also hold PyTorch, TF, Flax and ONNX
@@ -79,15 +81,15 @@ def read_config(folder: pathlib.Path) -> T5Config:
     """
     path = folder / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"No config.json in T5 folder {folder}.")
+        raise MissingError(f"No config.json in T5 folder {folder}.")
     fields = {**_CONFIG_DEFAULTS, **json.loads(path.read_text())}
     names = [f.name for f in dataclasses.fields(T5Config)]
     missing = [name for name in names if name not in fields]
     if missing:
-        raise ValueError(f"{path} lacks T5 hyper-parameters {missing}.")
+        raise InputError(f"{path} lacks T5 hyper-parameters {missing}.")
     config = T5Config(**{name: fields[name] for name in names})
     if config.feed_forward_proj not in _FEED_FORWARDS:
-        raise ValueError(
+        raise InputError(
             f"Unsupported feed_forward_proj {config.feed_forward_proj!r} in {path}; "
             f"supported: {sorted(_FEED_FORWARDS)}."
         )
@@ -236,7 +238,7 @@ def _safetensors_files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
         return {name: folder / file for name, file in weight_map.items()}
     single = folder / "model.safetensors"
     if not single.is_file():
-        raise FileNotFoundError(
+        raise MissingError(
             f"No model.safetensors (or model.safetensors.index.json) in T5 folder {folder}."
         )
     with safetensors.safe_open(str(single), framework="numpy") as f:
@@ -260,7 +262,7 @@ def load_params(folder: pathlib.Path, config: T5Config) -> PyTree:
     names = _checkpoint_names(config)
     missing = sorted(hf for hf, _ in names.values() if hf not in files)
     if missing:
-        raise ValueError(f"T5 checkpoint in {folder} lacks tensors: {missing}")
+        raise InputError(f"T5 checkpoint in {folder} lacks tensors: {missing}")
     flat, mismatched = {}, []
     for file in sorted(set(files[hf] for hf, _ in names.values())):
         # Host numpy arrays (bfloat16 checkpoints decode through ml_dtypes), not device arrays.
@@ -273,7 +275,7 @@ def load_params(folder: pathlib.Path, config: T5Config) -> PyTree:
                 if flat[path].shape != expected[path].shape:
                     mismatched.append(f"{hf}: {flat[path].shape} (want {expected[path].shape})")
     if mismatched:
-        raise ValueError(f"T5 checkpoint in {folder} does not match its config.json: {mismatched}")
+        raise InputError(f"T5 checkpoint in {folder} does not match its config.json: {mismatched}")
     return traverse_util.unflatten_dict(flat)
 
 
@@ -289,11 +291,11 @@ def resolve_model_dir(name: str) -> pathlib.Path:
     try:
         return pathlib.Path(huggingface_hub.snapshot_download(name, local_files_only=True))
     except huggingface_hub.errors.HFValidationError:
-        raise FileNotFoundError(
+        raise MissingError(
             f"T5 model folder {name!r} does not exist (nor is it a Hugging Face model name)."
         ) from None
     except huggingface_hub.errors.LocalEntryNotFoundError:
-        raise FileNotFoundError(
+        raise MissingError(
             f"T5 model {name!r} is neither a local folder nor in the local Hugging Face cache "
             f"({huggingface_hub.constants.HF_HUB_CACHE}). Fetch it once with `hf download {name} "
             f"{_FETCH_FILES}` (older clients: `huggingface-cli download {name} {_FETCH_FILES}`), "

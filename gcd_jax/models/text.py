@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import transformers
 
+from gcd_jax.errors import ConfigError
 from gcd_jax.models import t5
 
 PyTree = Any
@@ -185,5 +186,5 @@ def build_text_encoder(config: ml_collections.ConfigDict) -> TextEncoder:
     """The text encoder named by ``config.text.encoder`` ('learned' | 't5'), from config.text."""
     name = config.text.encoder
     if name not in _ENCODERS:
-        raise ValueError(f"Unknown text encoder {name!r}; valid: {sorted(_ENCODERS)}.")
+        raise ConfigError(f"Unknown text encoder {name!r}; valid: {sorted(_ENCODERS)}.")
     return _ENCODERS[name](config.text)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from gcd_jax.errors import ConfigError
 from gcd_jax.models.attention import Attention, TransformerBlock
 from gcd_jax.models.conditioning import TextConditioning, TimeConditioning
 from gcd_jax.models.layers import CrossEmbed, Downsample, Dtype, PixelShuffleUpsample, layer_norm
@@ -102,10 +103,10 @@ class JointUNet(nn.Module):
         levels = len(self.dim_mults)
         per_level = (self.num_res_blocks, self.attn_levels, self.cross_attn_levels)
         if any(len(v) != levels for v in per_level):
-            raise ValueError(f"per-level settings must all have {levels} entries: {per_level}")
+            raise ConfigError(f"per-level settings must all have {levels} entries: {per_level}")
         h, w = x_t.shape[1:3]
         if h % 2**levels or w % 2**levels:
-            raise ValueError(f"image size {(h, w)} must be divisible by 2**{levels}")
+            raise ConfigError(f"image size {(h, w)} must be divisible by 2**{levels}")
 
     def _embed_labels(self, labels: jax.Array, name: str) -> jax.Array:
         embed = nn.Embed(
@@ -271,7 +272,7 @@ def build_unet(config: ml_collections.ConfigDict) -> JointUNet:
     length from ``config.text.max_length``)."""
     m = config.model
     if m.dtype not in DTYPES:
-        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
+        raise ConfigError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
     return JointUNet(
         num_classes=config.data.num_classes,
         joint=m.joint,
