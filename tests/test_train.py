@@ -105,21 +105,6 @@ def run_cli(*args, cwd=ROOT):
     )
 
 
-def test_unknown_config_field_fails_clearly(tmp_path):
-    """run.py's locked ``--config``: an unknown field is an error naming it (flags parsed
-    in-process, nothing run)."""
-    from absl import flags
-
-    import run  # noqa: F401  (defines the flags)
-
-    argv = ["run.py", "--config", "experiments/demo.py", f"--workdir={tmp_path}"]
-    try:
-        with pytest.raises(Exception, match="nope"):
-            flags.FLAGS(argv + ["--config.train.nope=3"])
-    finally:
-        flags.FLAGS.unparse_flags()
-
-
 def test_demo_cli_end_to_end(demo_data_dir, tmp_path):
     """The README's main command, shortened to a few steps, in a subprocess."""
     workdir = tmp_path / "demo"
