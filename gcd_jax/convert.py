@@ -33,7 +33,8 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gcd_jax import checkpoint, reference_checkpoint, train_state
+from gcd_jax import checkpoint, errors, reference_checkpoint, train_state
+from gcd_jax.errors import CheckpointError, ConfigError, InputError
 from gcd_jax.models import build_unet, t5, torch_names
 from gcd_jax.models.text import TextEncoder
 from gcd_jax.networks import Networks
@@ -64,7 +65,7 @@ def shape_networks(config: ml_collections.ConfigDict) -> Networks:
     """The experiment's networks for shapes: the U-Net and a frozen T5 known by its width only
     (read from the T5's ``config.json``; no tokenizer, no weights)."""
     if config.text.encoder != "t5":
-        raise ValueError(
+        raise ConfigError(
             f"text.encoder={config.text.encoder!r}: the authors' models use a frozen T5 "
             "(text.encoder='t5'); a checkpoint with a learned text encoder cannot be converted."
         )
@@ -112,7 +113,7 @@ def _read_weights(ckpt, index: int, use_ema: bool, table, sr: bool):
     raw = ckpt.unet_state(index, ema=False)
     ema = ckpt.unet_state(index, ema=True) if use_ema else None
     if use_ema and ema is None:
-        raise ValueError(f"{ckpt.path} holds no EMA weights ('ema'): convert with --no-ema.")
+        raise CheckpointError(f"{ckpt.path} holds no EMA weights ('ema'): convert with --no-ema.")
     label = f"{ckpt.path}, U-Net {index + 1}"
     reference_checkpoint.check_state(raw, table, f"{label} (raw weights)", sr)
     if ema is not None:
@@ -140,7 +141,7 @@ def convert(
     )
     ckpt = reference_checkpoint.read(checkpoint_path)
     if not 1 <= unet <= ckpt.num_unets:
-        raise ValueError(f"--unet={unet}, but {checkpoint_path} has {ckpt.num_unets} U-Net(s).")
+        raise InputError(f"--unet={unet}, but {checkpoint_path} has {ckpt.num_unets} U-Net(s).")
     index = unet - 1
     report = reference_checkpoint.settings_report(ckpt, index, config)
     raw, ema = _read_weights(ckpt, index, use_ema, table, config.model.sr)
@@ -159,7 +160,7 @@ def convert(
     saver = checkpoint.Checkpointer(workdir, config)
     try:
         if saver.latest_step() is not None:
-            raise ValueError(
+            raise CheckpointError(
                 f"{workdir} already holds checkpoints (latest step {saver.latest_step()}): "
                 "convert into a new --workdir."
             )
@@ -200,11 +201,12 @@ def _main() -> None:
     ema = flags.DEFINE_bool(
         "ema", True, "ema_params = the EMA weights (--no-ema / --noema: the raw weights)."
     )
+    verbose = flags.DEFINE_bool(
+        "verbose", False, "Print the traceback of a user error too (else one line, exit 2)."
+    )
     flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 
-    def main(argv: list[str]) -> None:
-        if len(argv) > 1:
-            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    def run() -> None:
         start = time.perf_counter()
         summary = convert(path.value, config.value, workdir.value, unet.value, ema.value)
         for line in summary.report:
@@ -218,8 +220,13 @@ def _main() -> None:
         for line in summary.report:
             print(f"  differs from the config: {line}")
 
-    def parse(argv: list[str]) -> list[str]:  # absl's parser, also taking --no-ema for --noema
-        return app.parse_flags_with_usage(["--noema" if a == "--no-ema" else a for a in argv])
+    def main(argv: list[str]) -> int:
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        return errors.run_cli(run, verbose.value)
+
+    def parse(argv: list[str]) -> list[str]:  # the project's parser, also taking --no-ema
+        return errors.parse_flags(["--noema" if a == "--no-ema" else a for a in argv])
 
     app.run(main, flags_parser=parse)
 

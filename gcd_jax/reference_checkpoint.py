@@ -28,6 +28,7 @@ import numpy as np
 from flax import traverse_util
 
 from gcd_jax import schedules, torch_checkpoint
+from gcd_jax.errors import CheckpointError, InputError
 from gcd_jax.models import torch_names
 from gcd_jax.torch_checkpoint import TorchTensor
 
@@ -76,19 +77,19 @@ class TrainerCheckpoint:
 
 
 def read(path: str) -> TrainerCheckpoint:
-    """Reads the dict of a ``JointImagenTrainer`` checkpoint; raises ``ValueError`` (with the
+    """Reads the dict of a ``JointImagenTrainer`` checkpoint; raises ``InputError`` (with the
     reason) when the file is not one."""
     obj = torch_checkpoint.load(path)
     model = obj.get("model") if isinstance(obj, dict) else None
     if not isinstance(model, dict):
         keys = sorted(map(str, obj))[:_LISTED] if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(
+        raise InputError(
             f"{path} is not a checkpoint of the authors' trainer (JointImagenTrainer.save): "
             f"expected a dict with 'model', 'steps' and 'ema', got {keys}."
         )
     unets = {k.split(".")[1] for k in model if k.startswith("unets.")}
     if not unets:
-        raise ValueError(f"{path}: 'model' holds no U-Net weights ('unets.*'): not a GCDP model.")
+        raise InputError(f"{path}: 'model' holds no U-Net weights ('unets.*'): not a GCDP model.")
     steps = obj.get("steps")
     steps = np.zeros(len(unets), np.int64) if steps is None else steps.numpy().reshape(-1)
     ema = obj.get("ema")
@@ -112,17 +113,17 @@ def _kind_hint(state: StateDict, sr: bool) -> str:
 
 
 def check_state(state: StateDict, table: Sequence[torch_names.Entry], what: str, sr: bool) -> None:
-    """Raises ``ValueError`` naming every missing, unexpected, mis-shaped or non-float key of
+    """Raises ``CheckpointError`` naming every missing, unexpected, mis-shaped or non-float key of
     ``state`` against ``table``; ``what`` names the weights in the message."""
     expected = {e.name for e in table}
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
         lines = [f"{what} do not match the config's U-Net." + _kind_hint(state, sr)]
         if missing:
-            lines.append(f"Missing keys: {_listing(missing)}")
+            lines.append(f"Missing keys: {_listing(missing)}.")
         if unexpected:
-            lines.append(f"Unexpected keys: {_listing(unexpected)}")
-        raise ValueError("\n  ".join(lines))
+            lines.append(f"Unexpected keys: {_listing(unexpected)}.")
+        raise CheckpointError("\n  ".join(lines))
     problems = []
     for e in table:
         tensor = state[e.name]
@@ -134,9 +135,10 @@ def check_state(state: StateDict, table: Sequence[torch_names.Entry], what: str,
         elif not np.issubdtype(tensor.dtype, np.floating) and tensor.dtype.name != "bfloat16":
             problems.append(f"{e.name}: dtype {tensor.dtype}, expected floating point")
     if problems:
-        raise ValueError(
+        raise CheckpointError(
             f"{what}: {len(problems)} shape mismatch(es) with the config:\n  "
-            + "\n  ".join(problems)
+            + ";\n  ".join(problems)
+            + "."
         )
 
 

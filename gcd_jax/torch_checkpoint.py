@@ -17,6 +17,7 @@ import collections
 import dataclasses
 import io
 import math
+import os
 import pickle
 import struct
 import zipfile
@@ -24,6 +25,8 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+
+from gcd_jax.errors import InputError, MissingError
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
@@ -39,11 +42,11 @@ _STORAGE_DTYPES = {
 }
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(InputError):
     """The pickle names a global outside the tensor-rebuild allow-list."""
 
 
-class NotATorchCheckpointError(ValueError):
+class NotATorchCheckpointError(InputError):
     """The file is not a zip-format ``torch.save`` archive."""
 
 
@@ -94,9 +97,9 @@ class TorchTensor:
             return np.zeros(self.shape, self.dtype)
         span = 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
         if self.offset < 0 or min(self.stride, default=0) < 0:
-            raise ValueError(f"tensor of storage {self.storage.key} has a negative offset/stride")
+            raise InputError(f"tensor of storage {self.storage.key} has a negative offset/stride")
         if self.offset + span > self.storage.numel:
-            raise ValueError(
+            raise InputError(
                 f"tensor exceeds its storage {self.storage.key} ({self.storage.numel})"
             )
         flat = _read(self.storage, self.offset, span)
@@ -124,9 +127,9 @@ def _read(storage: _Storage, start: int, count: int) -> np.ndarray:
     name = f"{archive.root}/data/{storage.key}"
     info = archive.entries.get(name)
     if info is None:
-        raise ValueError(f"{archive.path}: storage {name} is missing")
+        raise InputError(f"{archive.path}: storage {name} is missing")
     if info.file_size != storage.numel * dtype.itemsize:
-        raise ValueError(f"{archive.path}: storage {name} has {info.file_size} bytes")
+        raise InputError(f"{archive.path}: storage {name} has {info.file_size} bytes")
     raw = np.empty(count * dtype.itemsize, np.uint8)
     if info.compress_type == zipfile.ZIP_STORED:  # what torch.save writes: read in place
         with open(archive.path, "rb") as f:
@@ -139,7 +142,7 @@ def _read(storage: _Storage, start: int, count: int) -> np.ndarray:
             f.seek(start * dtype.itemsize)
             got = f.readinto(raw)
     if got != raw.size:
-        raise ValueError(f"{archive.path}: storage {name} is truncated")
+        raise InputError(f"{archive.path}: storage {name} is truncated")
     if archive.big_endian:
         return raw.view(dtype.newbyteorder(">")).astype(dtype)
     return raw.view(dtype)
@@ -149,9 +152,9 @@ def _rebuild_tensor(storage, offset, shape, stride, requires_grad=False, hooks=N
     """Stand-in for ``torch._utils._rebuild_tensor_v2``: a ``TorchTensor`` reference."""
     del requires_grad, hooks, meta
     if not isinstance(storage, _Storage):
-        raise ValueError("tensor rebuilt from something that is not a storage")
+        raise InputError("tensor rebuilt from something that is not a storage")
     if not all(isinstance(v, int) for v in (offset, *shape, *stride)) or len(shape) != len(stride):
-        raise ValueError(f"malformed tensor: offset {offset!r}, size {shape!r}, stride {stride!r}")
+        raise InputError(f"malformed tensor: offset {offset!r}, size {shape!r}, stride {stride!r}")
     return TorchTensor(storage, offset, tuple(shape), tuple(stride))
 
 
@@ -187,21 +190,25 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise ValueError(f"{self._archive.path}: unknown persistent reference {pid!r:.80}")
+            raise InputError(f"{self._archive.path}: unknown persistent reference {pid!r:.80}")
         _, storage_type, key, _device, numel = pid
         if not isinstance(storage_type, _StorageType) or not isinstance(numel, int):
-            raise ValueError(f"{self._archive.path}: malformed storage reference {pid!r:.80}")
+            raise InputError(f"{self._archive.path}: malformed storage reference {pid!r:.80}")
         return _Storage(self._archive, str(key), storage_type.dtype, numel)
 
 
 def load(path: str) -> Any:
     """The object a ``torch.save`` zip archive holds, tensors as ``TorchTensor`` references.
 
-    Raises:
+    Raises (all ``UserError``s):
+      MissingError: no such file.
       NotATorchCheckpointError: not a zip archive with one ``data.pkl`` (e.g. a legacy, pre-1.6
         ``torch.save`` file or another kind of file).
       UnsafeCheckpointError: the pickle names a global outside the allow-list.
+      InputError: a malformed archive (a storage missing, truncated or too small).
     """
+    if not os.path.isfile(path):
+        raise MissingError(f"Checkpoint {path} does not exist.")
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as f:
             legacy = f.read(2) == b"\x80\x02"

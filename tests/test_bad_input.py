@@ -2,10 +2,13 @@
 what the user sees (the one line ``run.py`` prints, or a warning) must match the row's text, where
 ``…`` stands for any text. A row without a case here, or a case without a row, fails."""
 
+import importlib.util
 import io
 import os
 import pathlib
+import pickle
 import re
+import zipfile
 
 import jax
 import numpy as np
@@ -17,7 +20,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from experiments import base
-from gcd_jax import checkpoint, errors, generation, sample, sharding, train
+from gcd_jax import checkpoint, convert, errors, generation, sample, sharding, train
 from gcd_jax.data import builder_lib, cityscapes, pipeline, sources
 from gcd_jax.models import t5, text
 from gcd_jax.networks import build_networks
@@ -351,3 +354,52 @@ def _(request, tmp_path):
 def _(request, tmp_path):
     (tmp_path / "image.png").write_bytes(os.urandom(64))
     return raised(sample.read_image, str(tmp_path / "image.png"))
+
+
+# ------------------------------------------------------------------ converting the authors' checkpoints
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+
+
+def micro_config(case: str):
+    """The config of the micro U-Nets in fixtures/gcdp_micro.pt (see test_convert.py)."""
+    spec = importlib.util.spec_from_file_location("gcdp_micro", FIXTURES / "gcdp_micro_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(case)
+
+
+def pickled_as_checkpoint(path: pathlib.Path, data: bytes) -> str:
+    """A zip in torch.save's layout whose ``data.pkl`` is ``data``."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data)
+    return str(path)
+
+
+class _RunsACommand:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@case("convert-not-a-checkpoint")
+def _(request, tmp_path):
+    path = pickled_as_checkpoint(tmp_path / "weights.pt", pickle.dumps({"weight": 1}, protocol=2))
+    return raised(convert.convert, path, micro_config("base"), str(tmp_path / "w"))
+
+
+@case("convert-unsafe-pickle")
+def _(request, tmp_path):
+    path = pickled_as_checkpoint(tmp_path / "evil.pt", pickle.dumps(_RunsACommand(), protocol=2))
+    return raised(convert.convert, path, micro_config("base"), str(tmp_path / "w"))
+
+
+@case("convert-keys-mismatch")
+def _(request, tmp_path):
+    path = str(FIXTURES / "gcdp_micro.pt")
+    return raised(convert.convert, path, micro_config("base"), str(tmp_path / "w"), unet=2)
+
+
+@case("convert-shape-mismatch")
+def _(request, tmp_path):
+    config = micro_config("base")
+    config.data.num_classes = 7
+    return raised(convert.convert, str(FIXTURES / "gcdp_micro.pt"), config, str(tmp_path / "w"))

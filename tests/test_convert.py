@@ -1,5 +1,5 @@
 """Conversion of the authors' PyTorch checkpoints: the pickle reader refuses code, the converted
-micro checkpoint restores through ``sample.load`` and reproduces the reference U-Nets' outputs,
+micro checkpoint restores for sampling (``generation.load``) and training and reproduces the reference U-Nets' outputs,
 and every way a file can fail to fit the config is a clear error.
 
 The fixture ``gcdp_micro.pt`` is a checkpoint in the authors' trainer format of a two-stage micro
@@ -26,8 +26,9 @@ import pytest
 from gcd_jax import (
     checkpoint,
     convert,
+    errors,
+    generation,
     reference_checkpoint,
-    sample,
     torch_checkpoint,
     train_state,
 )
@@ -70,7 +71,7 @@ def restore(config, workdir: str) -> train_state.TrainState:
 @pytest.mark.parametrize("case", ["base", "sr"])
 def test_converted_unets_match_the_reference(tmp_path, case):
     """Raw weights → params, EMA weights → ema_params; our U-Net with either gives the reference
-    outputs (text kept and dropped), and sample.load picks the EMA weights."""
+    outputs (text kept and dropped), and generation.load (sampling) picks the EMA weights."""
     config = micro_config(case)
     summary = convert.convert(CHECKPOINT, config, str(tmp_path))
     assert summary.unet == (2 if case == "sr" else 1)
@@ -89,7 +90,7 @@ def test_converted_unets_match_the_reference(tmp_path, case):
     print(f"{case}: {summary.num_tensors} tensors mapped, max |difference| {worst}")
     assert max(worst.values()) <= 1e-5, worst
     if case == "base":  # the sampling driver restores the converted checkpoint like any other
-        loaded = sample.load(config, str(tmp_path))
+        loaded = generation.load(config, str(tmp_path))
         assert loaded.step == summary.step
         ema_leaves = jax.tree.leaves(state.ema_params)
         for a, b in zip(jax.tree.leaves(loaded.params), ema_leaves, strict=True):
@@ -114,6 +115,23 @@ def test_cli_no_ema_and_settings_report(tmp_path):
     assert "noise_schedulers_lbl.1.log_cumprod_alpha" in result.stdout
     assert "cosine = cosine_p(p=1.0)" in result.stdout
     assert (tmp_path / "checkpoints" / str(META["steps"][1])).is_dir()
+
+
+def test_cli_user_error_is_one_line(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "gcd_jax.convert",
+        f"--checkpoint={tmp_path / 'nothing.pt'}",
+        f"--config={FIXTURES / 'gcdp_micro_config.py'}",
+        f"--workdir={tmp_path / 'w'}",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == errors.EXIT_USER_ERROR
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: Checkpoint {tmp_path / 'nothing.pt'} does not exist."
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_base_unet_report_is_empty_and_steps_are_checked():
