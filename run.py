@@ -18,7 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gcd_jax import errors, evaluate, sample, train
+from gcd_jax import errors, evaluate, runtime, sample, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/demo.py.", lock_config=True
@@ -93,7 +93,12 @@ def main(argv):
         jax.process_count(),
         jax.local_devices(),
     )
-    return errors.run_cli(lambda: MODES[_MODE.value](_CONFIG.value, _WORKDIR.value), _VERBOSE.value)
+
+    def run_mode():
+        runtime.enable_compile_cache(_CONFIG.value, _WORKDIR.value)
+        return MODES[_MODE.value](_CONFIG.value, _WORKDIR.value)
+
+    return errors.run_cli(run_mode, _VERBOSE.value)
 
 
 if __name__ == "__main__":

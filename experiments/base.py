@@ -86,6 +86,9 @@ def get_config() -> ml_collections.ConfigDict:
     m.dtype = (
         "float32"  # Compute dtype: 'float32' (CPU) | 'bfloat16' (accelerators); params stay f32.
     )
+    # Rematerialisation of the residual/transformer blocks (less activation memory, more compute):
+    # 'none' | 'blocks' | a jax.checkpoint_policies name, e.g. 'dots_with_no_batch_dims_saveable'.
+    m.remat = "none"
 
     # ---------------------------------------------------------------- diffusion
     c.diffusion = f = ml_collections.ConfigDict()
@@ -144,6 +147,9 @@ def get_config() -> ml_collections.ConfigDict:
     r.log_every = 100  # Steps between metric logs.
     r.ckpt_every = 5000  # Steps between checkpoints (one is always written at exit).
     r.keep_checkpoints = 3  # Checkpoints kept in the workdir.
+    # Persistent XLA compilation cache: 'workdir' ({workdir}/xla_cache), '' (none) or a directory;
+    # $JAX_COMPILATION_CACHE_DIR overrides it. A restart loads the compiled train step.
+    r.compile_cache = "workdir"
     r.sample_every = 10_000  # Steps between sample grids; 0 disables them.
     r.num_sample_images = 8  # Samples in each training-time grid.
 

@@ -39,6 +39,9 @@ ITEMS = ("state", "config", "data")
 # Config fields that fix the shapes of the saved state: a checkpoint made with other values cannot
 # be restored into this run.
 _STRUCTURAL = ("model", "text", "data.image_size", "data.num_classes", "optim.grad_clip")
+# Fields inside those that change how the model runs, not its parameters: a checkpoint restores
+# whatever they say (e.g. sampling in bfloat16, or training on with remat, from a float32 run).
+_NOT_STRUCTURAL = ("text.drop_prob", "model.dtype", "model.remat")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -61,7 +64,7 @@ def structural_differences(saved: dict, current: dict) -> list[str]:
     return [
         f"{k}: checkpoint {old.get(k, '<absent>')!r}, config {new.get(k, '<absent>')!r}"
         for k in fields
-        if old.get(k) != new.get(k) and not k.startswith("text.drop_prob")
+        if old.get(k) != new.get(k) and k not in _NOT_STRUCTURAL
     ]
 
 

@@ -156,14 +156,14 @@ def test_dropped_text_is_ignored_and_kept_text_is_not(tiny_config):
         assert np.abs(np.asarray(a[1] - b[1])).max() > 1e-2
 
 
-def test_grad_through_the_model(tiny_config):
-    """jit(value_and_grad) on a one-level model that still has every kind of block."""
-    m = tiny_config.model
+def _one_level(config):
+    """A one-level model that still has every kind of block, its parameters and a loss."""
+    m = config.model
     m.update(dim=8, dim_mults=(1,), num_res_blocks=(1,), attn_levels=(True,), num_groups=2)
     m.update(cross_attn_levels=(True,), attn_dim_head=4, num_latents=2, resampler_depth=1)
     m.update(mid_cross_attn_heads=2, mid_cross_attn_dim_head=4)
-    tiny_config.text.max_length = 4
-    model = build_unet(tiny_config)
+    config.text.max_length = 4
+    model = build_unet(config)
     params = make_unet_fixture.reference_params(param_shapes(model, (4, 6), 3, 5), seed=4)
     keys = jax.random.split(jax.random.key(0), 4)
     inputs = dict(
@@ -179,6 +179,12 @@ def test_grad_through_the_model(tiny_config):
         eps, logits = model.apply({"params": params}, **inputs)
         return jnp.mean(eps**2) + jnp.mean(jax.nn.log_softmax(logits)[..., 0])
 
+    return model, params, loss
+
+
+def test_grad_through_the_model(tiny_config):
+    """jit(value_and_grad) on a one-level model that still has every kind of block."""
+    model, params, loss = _one_level(tiny_config)
     value, grads = jax.jit(jax.value_and_grad(loss))(params)
     assert np.isfinite(value)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
@@ -194,6 +200,28 @@ def test_grad_through_the_model(tiny_config):
         for key in path:
             g = g[key]
         assert np.abs(np.asarray(g)).max() > 0, path
+
+
+@pytest.mark.parametrize("remat", ["blocks", "dots_with_no_batch_dims_saveable"])
+def test_remat_keeps_parameters_and_gradients(tiny_config, remat):
+    """model.remat changes what the backward pass stores, not the parameters or the gradients."""
+    _, params, loss = _one_level(tiny_config)
+    tiny_config.model.remat = remat
+    model, remat_params, remat_loss = _one_level(tiny_config)
+    assert model.remat == remat
+    assert jax.tree.structure(remat_params) == jax.tree.structure(params)
+    grads = jax.jit(jax.grad(loss))(params)
+    remat_grads = jax.jit(jax.grad(remat_loss))(params)
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(remat_grads), strict=True):
+        np.testing.assert_allclose(r, g, rtol=1e-4, atol=1e-6)  # float32 reassociation
+    # The rematerialised program really recomputes: its backward pass holds a remat region.
+    assert "remat" in str(jax.make_jaxpr(jax.grad(remat_loss))(params))
+
+
+def test_rejects_unknown_remat(tiny_config):
+    tiny_config.model.remat = "everything"
+    with pytest.raises(ValueError, match="model.remat"):
+        build_unet(tiny_config)
 
 
 def test_rejects_sizes_not_divisible_by_the_downsampling(tiny_config):

@@ -50,6 +50,10 @@ class JointUNet(nn.Module):
       label_embed_dim: channels of the learned layout embeddings.
       time_sinu_dim: learned sinusoidal frequencies ×2 of the log-SNR embedding.
       dtype: compute dtype; parameters are float32 and outputs are float32.
+      remat: rematerialisation of the residual and transformer blocks: 'none', 'blocks' (keep only
+        each block's inputs, recompute the rest in the backward pass) or the name of a
+        ``jax.checkpoint_policies`` policy (e.g. 'dots_with_no_batch_dims_saveable'). Parameters
+        and outputs are the same for every setting.
     """
 
     num_classes: int
@@ -77,6 +81,14 @@ class JointUNet(nn.Module):
     label_embed_dim: int
     time_sinu_dim: int
     dtype: Dtype
+    remat: str = "none"
+
+    def _block(self, module_class):
+        """``module_class``, wrapped in ``nn.remat`` with the policy ``self.remat`` names."""
+        if self.remat == "none":
+            return module_class
+        policy = None if self.remat == "blocks" else getattr(jax.checkpoint_policies, self.remat)
+        return nn.remat(module_class, policy=policy)
 
     def _resnet(
         self,
@@ -88,7 +100,7 @@ class JointUNet(nn.Module):
         dim_head: int | None = None,
     ):
         """A ResnetBlock; its cross-attention uses ``attn_heads`` × ``attn_dim_head`` unless given."""
-        return ResnetBlock(
+        return self._block(ResnetBlock)(
             dim_out=dim_out,
             groups=self.num_groups,
             cross_attn=cross_attn,
@@ -168,7 +180,7 @@ class JointUNet(nn.Module):
             x = self._resnet(width, f"{name}_block{j}", use_gca=True)(with_skip(x), t)
             outputs.append(x)
         if self.attn_levels[level]:
-            x = TransformerBlock(
+            x = self._block(TransformerBlock)(
                 self.attn_heads, self.attn_dim_head, self.ff_mult, self.dtype, name=f"{name}_attn"
             )(x, context)
         outputs.append(x)
@@ -273,6 +285,13 @@ def build_unet(config: ml_collections.ConfigDict) -> JointUNet:
     m = config.model
     if m.dtype not in DTYPES:
         raise ConfigError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
+    if m.remat not in ("none", "blocks") and not callable(
+        getattr(jax.checkpoint_policies, m.remat, None)
+    ):
+        raise ConfigError(
+            f"model.remat must be 'none', 'blocks' or a jax.checkpoint_policies name, got "
+            f"{m.remat!r}."
+        )
     return JointUNet(
         num_classes=config.data.num_classes,
         joint=m.joint,
@@ -299,6 +318,7 @@ def build_unet(config: ml_collections.ConfigDict) -> JointUNet:
         label_embed_dim=m.label_embed_dim,
         time_sinu_dim=m.time_sinu_dim,
         dtype=DTYPES[m.dtype],
+        remat=m.remat,
     )
 
 

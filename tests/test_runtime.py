@@ -1,0 +1,53 @@
+"""Run settings: the persistent compilation cache (config.train.compile_cache) and which config
+fields a checkpoint does not depend on."""
+
+import os
+
+import jax
+import pytest
+
+from experiments import demo
+from gcd_jax import runtime
+
+
+@pytest.fixture
+def no_env_cache(monkeypatch):
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.delenv(runtime.ENV_VAR, raising=False)
+    yield
+    jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_compile_cache_settings(no_env_cache, tmp_path):
+    config = demo.get_config()
+    workdir = str(tmp_path / "run")
+    assert runtime.enable_compile_cache(config, workdir) == os.path.join(workdir, "xla_cache")
+    assert jax.config.jax_compilation_cache_dir == os.path.join(workdir, "xla_cache")
+    config.train.compile_cache = str(tmp_path / "shared")
+    assert runtime.compile_cache_dir(config, workdir) == str(tmp_path / "shared")
+    config.train.compile_cache = ""
+    assert runtime.compile_cache_dir(config, workdir) is None
+
+
+def test_environment_wins(monkeypatch, tmp_path):
+    monkeypatch.setenv(runtime.ENV_VAR, str(tmp_path / "env"))
+    assert runtime.compile_cache_dir(demo.get_config(), str(tmp_path)) == str(tmp_path / "env")
+
+
+def test_execution_settings_are_not_structural():
+    """A checkpoint restores under another compute dtype, remat policy or text dropout; a
+    different width or class count is reported with both values."""
+    from gcd_jax import checkpoint
+
+    saved = {"model": {"dim": 32, "dtype": "float32"}, "text": {"drop_prob": 0.1}}
+    current = {
+        "model": {"dim": 32, "dtype": "bfloat16", "remat": "blocks"},
+        "text": {"drop_prob": 0.0},
+    }
+    assert checkpoint.structural_differences(saved, current) == []
+    current["model"]["dim"] = 64
+    current["data"] = {"num_classes": 20}
+    assert checkpoint.structural_differences(saved, current) == [
+        "data.num_classes: checkpoint '<absent>', config 20",
+        "model.dim: checkpoint 32, config 64",
+    ]
