@@ -142,6 +142,11 @@ def get_config() -> ml_collections.ConfigDict:
     # reference scripts' --batch_size 8 split over 4 GPUs by accelerate's split_batches=True; 4
     # for CelebA SR).
     r.global_batch_size = 8
+    # FSDP/ZeRO-3: split parameters, EMA and Adam moments over the devices (the batch stays data
+    # parallel); per-device state memory falls with the device count. Arrays under
+    # shard_min_bytes stay replicated (big_vision's min_size_to_shard_mb=4).
+    r.shard_state = False
+    r.shard_min_bytes = 4 * 2**20
     r.grad_accum_steps = 1  # Micro-batches per step (global batch must divide by it).
     r.num_steps = 300_000  # *ref*
     r.log_every = 100  # Steps between metric logs.

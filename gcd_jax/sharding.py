@@ -1,8 +1,13 @@
 """Data parallelism in one place: a 1-D ``data`` mesh over every device of every host.
 
-The batch is sharded along ``data``, parameters and optimizer state are replicated; ``jax.jit``
-with these ``NamedSharding``s makes XLA average the gradients across devices.
+The batch is sharded along ``data``. The train state (parameters, EMA, optimizer moments) is either
+replicated, or, with ``train.shard_state``, split over the same ``data`` axis FSDP/ZeRO-3 style
+(``fsdp``): each large array along its largest dimension that the device count divides. ``jax.jit``
+with these ``NamedSharding``s makes XLA average the gradients across devices and, for a sharded
+state, gather each weight where it is used; the model code is the same either way.
 """
+
+import math
 
 import jax
 import numpy as np
@@ -21,6 +26,32 @@ def make_mesh(devices=None) -> Mesh:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def fsdp(shape: tuple[int, ...], itemsize: int, mesh: Mesh, min_bytes: int) -> NamedSharding:
+    """One array's FSDP sharding (big_vision's ``fsdp`` rule): split over ``data`` along its
+    largest dimension divisible by the device count, when the array has at least ``min_bytes``;
+    smaller or indivisible arrays stay replicated."""
+    if math.prod(shape) * itemsize < min_bytes:
+        return replicated(mesh)
+    for axis in sorted(range(len(shape)), key=lambda i: -shape[i]):
+        if shape[axis] % mesh.size == 0:
+            spec = [None] * len(shape)
+            spec[axis] = DATA_AXIS
+            return NamedSharding(mesh, PartitionSpec(*spec))
+    return replicated(mesh)
+
+
+def state_shardings(abstract_state, mesh: Mesh, shard: bool, min_bytes: int):
+    """The sharding of every leaf of ``abstract_state`` (``ShapeDtypeStruct`` leaves): ``fsdp``
+    when ``shard``, else replicated."""
+
+    def leaf(a):
+        if not shard:
+            return replicated(mesh)
+        return fsdp(tuple(a.shape), np.dtype(a.dtype).itemsize, mesh, min_bytes)
+
+    return jax.tree.map(leaf, abstract_state)
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:

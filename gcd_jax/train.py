@@ -95,17 +95,29 @@ def compile_train_step(
     optimizer: optax.GradientTransformation,
     mesh: jax.sharding.Mesh,
 ) -> Any:
-    """``jit`` of ``train_step`` with the batch sharded over ``data``, the rest replicated and the
-    state donated."""
+    """``jit`` of ``train_step`` with the batch sharded over ``data``, the state laid out by
+    ``state_shardings`` and donated, the rest replicated."""
     step_fn = functools.partial(
         train_step, nets=nets, process=process, optimizer=optimizer, config=config
     )
     replicated = sharding.replicated(mesh)
+    state = state_shardings(config, nets, optimizer, mesh)
     return jax.jit(
         step_fn,
-        in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
-        out_shardings=(replicated, replicated),
+        in_shardings=(state, sharding.batch_sharded(mesh), replicated),
+        out_shardings=(state, replicated),
         donate_argnums=0,
+    )
+
+
+def state_shardings(config, nets, optimizer, mesh: jax.sharding.Mesh) -> Any:
+    """The train state's shardings: replicated, or FSDP over ``data`` with
+    ``config.train.shard_state`` (arrays of at least ``train.shard_min_bytes``)."""
+    return sharding.state_shardings(
+        train_state.abstract_state(nets, optimizer),
+        mesh,
+        config.train.shard_state,
+        config.train.shard_min_bytes,
     )
 
 
@@ -177,7 +189,7 @@ def _restore_or_init(ckpt, config, nets, optimizer, mesh):
     """(state, next batch index): the newest checkpoint of the workdir that restores (damaged
     newer ones are moved aside with a warning), else a fresh state."""
     abstract = train_state.abstract_state(nets, optimizer)
-    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+    shardings = state_shardings(config, nets, optimizer, mesh)
     target = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
