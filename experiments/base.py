@@ -45,7 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- text
     c.text = t = ml_collections.ConfigDict()
-    t.encoder = "learned"  # 'learned' (byte-level transformer, trained) | 't5' (frozen T5 encoder).
+    # 'learned' (byte-level transformer, trained) | 'words' (word-level transformer over the words
+    # of text.vocabulary, trained) | 't5' (frozen T5 encoder).
+    t.encoder = "learned"
+    t.vocabulary = "demo"  # Words of the 'words' encoder: 'demo' = those of the demo captions.
     t.t5_name = "t5-large"  # Hugging Face model name or local folder for the T5 encoder *ref*.
     t.max_length = 256  # Maximum number of text tokens; longer captions are truncated *ref*.
     t.embed_dim = 64  # Output width D of the learned encoder (T5 width comes from its checkpoint).

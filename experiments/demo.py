@@ -15,8 +15,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.image_size = (32, 32)
     c.data.num_classes = 8
 
-    c.text.encoder = "learned"
-    c.text.max_length = 192  # the longest demo caption has 164 bytes
+    c.text.encoder = "words"
+    c.text.max_length = 40  # the longest demo caption has 36 words
     c.text.embed_dim = 64
 
     c.model.dim = 32
@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.mid_cross_attn_heads = 2
     c.model.mid_cross_attn_dim_head = 32
     c.model.num_latents = 8
-    c.model.resampler_max_len = 192
+    c.model.resampler_max_len = 40
 
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 100

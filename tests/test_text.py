@@ -1,4 +1,5 @@
-"""Text encoders: the Flax T5 against Hugging Face's PyTorch T5EncoderModel, and the byte encoder.
+"""Text encoders: the Flax T5 against Hugging Face's PyTorch T5EncoderModel, the byte and word
+encoders.
 
 The T5 references (tiny random checkpoints, a SentencePiece tokenizer, the reference tokenizer's
 ids and the PyTorch encoder's float64 outputs) are written by tests/fixtures/make_t5_fixtures.py.
@@ -18,6 +19,7 @@ import pytest
 import safetensors.numpy
 
 from experiments import base
+from gcd_jax.data import scenes
 from gcd_jax.models import t5, text
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -144,7 +146,7 @@ def test_t5_checkpoint_shape_mismatch_is_named(tmp_path):
 def test_unknown_encoder_lists_valid_names():
     config = base.get_config()
     config.text.encoder = "bert"
-    with pytest.raises(ValueError, match=r"'bert'.*\['learned', 't5'\]"):
+    with pytest.raises(ValueError, match=r"'bert'.*\['learned', 't5', 'words'\]"):
         text.build_text_encoder(config)
 
 
@@ -196,3 +198,55 @@ def test_learned_encoder_ignores_padding():
     changed[0, 1] += 1
     out_changed = np.asarray(apply({"params": params}, changed, mask))
     assert np.abs(out_changed[0, 0] - out[0, 0]).max() > 1e-3
+
+
+DEMO_VOCABULARY = text.word_vocabulary(scenes.caption_fragments())
+
+
+def test_word_vocabulary_covers_every_demo_caption():
+    assert len(DEMO_VOCABULARY) == len(set(DEMO_VOCABULARY)) == 34
+    assert DEMO_VOCABULARY == tuple(sorted(DEMO_VOCABULARY))
+    assert {"red", "square", "orange", "ring", "bottom", "center", ",", "."} <= set(DEMO_VOCABULARY)
+    captions = [c for i in range(200) for c in scenes.demo_example(0, 0, i)["captions"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no unknown word, no truncation
+        tokens, mask = text.tokenize_words(captions, DEMO_VOCABULARY, max_length=40)
+    words = [[DEMO_VOCABULARY[i - 2] for i in row[m]] for row, m in zip(tokens, mask, strict=True)]
+    assert words == [text.split_words(c) for c in captions]  # the round trip
+    assert max(m.sum() for m in mask) == 36  # 4 objects with size and position
+
+
+def test_word_tokenizer_ids_unknown_words_and_padding():
+    vocabulary = ("a", "red", "square", ".")
+    with pytest.warns(UserWarning, match=r"2 word\(s\) outside.*\['big', 'purple'\]"):
+        tokens, mask = text.tokenize_words(
+            ["A red square.", "a BIG purple Square", ""], vocabulary, max_length=6
+        )
+    assert tokens.dtype == np.int32 and mask.dtype == np.bool_ and tokens.shape == (3, 6)
+    unk = text.WORD_UNKNOWN_ID
+    np.testing.assert_array_equal(tokens[0], [2, 3, 4, 5, 0, 0])
+    np.testing.assert_array_equal(tokens[1], [2, unk, unk, 4, 0, 0])  # unknown words stay tokens
+    np.testing.assert_array_equal(mask[1], [True] * 4 + [False] * 2)
+    assert not mask[2].any() and not tokens[2].any()
+
+
+def test_word_tokenizer_truncates_and_warns():
+    vocabulary = ("a", "red", "square", ".")
+    with pytest.warns(UserWarning, match="1 caption.*truncated to 3 words.*longest: 4"):
+        tokens, mask = text.tokenize_words(["a red square.", "red ."], vocabulary, max_length=3)
+    np.testing.assert_array_equal(tokens, [[2, 3, 4], [3, 5, 0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text.tokenize_words(["a red square"], vocabulary, max_length=3)
+
+
+def test_words_encoder_from_config_and_unknown_vocabulary():
+    config = base.get_config()
+    config.text.encoder, config.text.max_length = "words", 40
+    encoder = text.build_text_encoder(config)
+    assert (encoder.module.vocab_size, encoder.max_length, encoder.frozen) == (36, 40, False)
+    tokens, mask = encoder.tokenize(["A small cyan bar in the center."])
+    assert mask.sum() == 8 and text.WORD_UNKNOWN_ID not in tokens
+    config.text.vocabulary = "klingon"
+    with pytest.raises(ValueError, match=r"'klingon'.*\['demo'\]"):
+        text.build_text_encoder(config)

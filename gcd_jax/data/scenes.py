@@ -21,6 +21,8 @@ SIZE = 32  # Height and width of a demo scene.
 _GRID = 3  # Objects sit in the cells of a _GRID x _GRID grid, at most one per cell.
 _MAX_OBJECTS = 4
 _RADII = {"small": 3.5, "large": 6.0}  # Half-extent of an object, in pixels.
+# Caption templates: with size and position, with size, with position ({} = the joined phrases).
+_TEMPLATES = ("{}.", "A picture of {}.", "There is {}.")
 _POSITIONS = (
     "at the top left",
     "at the top",
@@ -125,19 +127,36 @@ def _a(noun_phrase: str) -> str:
 
 
 def _captions(rng: np.random.Generator, objects: list[tuple[int, str, int]]) -> list[str]:
-    """Three captions naming every object: with size and position, with size, with position."""
+    """Three captions naming every object, one per `_TEMPLATES` entry: with size and position,
+    with size, with position."""
     names = classes.DEMO_CLASSES
-    templates = (
-        ("{}.", lambda c, s, p: f"{_a(s)} {names[c]} {_POSITIONS[p]}"),
-        ("A picture of {}.", lambda c, s, p: _a(f"{s} {names[c]}")),
-        ("There is {}.", lambda c, s, p: f"{_a(names[c])} {_POSITIONS[p]}"),
+    phrases = (
+        lambda c, s, p: f"{_a(s)} {names[c]} {_POSITIONS[p]}",
+        lambda c, s, p: _a(f"{s} {names[c]}"),
+        lambda c, s, p: f"{_a(names[c])} {_POSITIONS[p]}",
     )
     captions = []
-    for template, phrase in templates:
+    for template, phrase in zip(_TEMPLATES, phrases, strict=True):
         order = rng.permutation(len(objects))
         text = template.format(_join([phrase(*objects[i]) for i in order]))
         captions.append(text[0].upper() + text[1:])
     return captions
+
+
+def caption_fragments() -> tuple[str, ...]:
+    """Every piece of text captions are assembled from: templates (without their slot), joiners,
+    articles, sizes, positions and object class names. A word-level tokenizer's vocabulary is the
+    set of words of these fragments (`gcd_jax.models.text`), so it needs no vocabulary file."""
+    return (
+        *(template.format("") for template in _TEMPLATES),
+        ", ",
+        " and ",
+        "a",
+        "an",
+        *_RADII,
+        *_POSITIONS,
+        *classes.DEMO_CLASSES[1:],
+    )
 
 
 def generate_scene(rng: np.random.Generator) -> dict:
