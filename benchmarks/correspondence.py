@@ -70,14 +70,16 @@ def table(results: list[dict], fractions: list[float], args) -> str:
             for name in MODELS:
                 prefix = f"{name}_c{fraction:g}_s"
                 rows = [
-                    r for r in results
-                    if r["step"] == step and r["variant"].startswith(prefix)
+                    r
+                    for r in results
+                    if r["step"] == step
+                    and r["variant"].startswith(prefix)
                     and r["guidance"] == args.guidance[0]
                 ]
                 if not rows:
                     continue
                 cells = [mean_std([r["metrics"].get(k) for r in rows]) for k, _ in COLUMNS]
-                seeds = ",".join(sorted(r["variant"][len(prefix):] for r in rows))
+                seeds = ",".join(sorted(r["variant"][len(prefix) :] for r in rows))
                 lines.append(
                     f"| {step} | {fraction:g} | {name} | {seeds} | " + " | ".join(cells) + " |"
                 )

@@ -136,8 +136,10 @@ def worker(args, name: str, overrides: dict) -> None:
             }
             with open(path, "w") as f:
                 json.dump(record, f, indent=2)
-            print(f"[demo_curve] {name} step {step} g {guidance:g}: "
-                  f"{json.dumps(report['metrics'])}", flush=True)
+            print(
+                f"[demo_curve] {name} step {step} g {guidance:g}: {json.dumps(report['metrics'])}",
+                flush=True,
+            )
 
 
 def load_results(args) -> list[dict]:
@@ -165,7 +167,8 @@ def table(results: list[dict], order: list[str]) -> str:
         cells = ["—" if v is None else f"{v:.3f}" for v in cells]
         rate = r.get("steps_per_sec")
         lines.append(
-            f"| {r['variant']} | {r['step']} | {r['guidance']:g} | " + " | ".join(cells)
+            f"| {r['variant']} | {r['step']} | {r['guidance']:g} | "
+            + " | ".join(cells)
             + f" | {'—' if rate is None else f'{rate:.2f}'} |"
         )
     return "\n".join(lines) + "\n"
@@ -185,7 +188,9 @@ def write_table(args, order: list[str], specs: list[str]) -> str:
 
 def done(args, name: str) -> bool:
     return all(
-        os.path.exists(result_path(args, name, s, g)) for s in eval_steps(args) for g in args.guidance
+        os.path.exists(result_path(args, name, s, g))
+        for s in eval_steps(args)
+        for g in args.guidance
     )
 
 
@@ -214,7 +219,9 @@ def run(args, specs: list[str]) -> list[str]:
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(args.out, "xla_cache"))
     common = [
-        f"--out={args.out}", f"--steps={args.steps}", f"--eval_every={args.eval_every}",
+        f"--out={args.out}",
+        f"--steps={args.steps}",
+        f"--eval_every={args.eval_every}",
         f"--guidance={','.join(f'{g:g}' for g in args.guidance)}",
         f"--num_samples={args.num_samples}",
     ] + (["--no_tensorflow"] if args.no_tensorflow else [])
