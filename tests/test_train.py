@@ -86,24 +86,37 @@ def one_step(devices, accum=1, shard=False, keep=None):
     return float(metrics["loss"]), leaves(state.params)
 
 
-def test_one_step_same_on_1_and_8_devices():
+@pytest.fixture(scope="module")
+def steps():
+    """one_step on 1 device, on 8 (replicated state) and on 8 with the FSDP state, each once:
+    name -> (loss, params, kept config and state)."""
+    out = {}
+    for name, devices, shard in (("1", jax.devices()[:1], False), ("8", None, False)) + (
+        ("8fsdp", None, True),
+    ):
+        keep = {}
+        out[name] = (*one_step(devices, shard=shard, keep=keep), keep)
+    return out
+
+
+def test_one_step_same_on_1_and_8_devices(steps):
     """The same step, data-parallel over the 8 fake devices and on one device (in-process)."""
     assert jax.device_count() == 8
-    (loss_1, params_1), (loss_8, params_8) = one_step(jax.devices()[:1]), one_step(None)
+    (loss_1, params_1, _), (loss_8, params_8, _) = steps["1"], steps["8"]
     np.testing.assert_allclose(loss_1, loss_8, rtol=1e-5)
     assert len(params_1) == len(params_8) > 10
     for a, b in zip(params_1, params_8, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_sharded_state_trains_and_restores_like_replicated(tmp_path):
+def test_sharded_state_trains_and_restores_like_replicated(steps, tmp_path):
     """FSDP over the 8 fake devices gives the replicated step's loss and parameters; its checkpoint
     restores replicated on 1 device, and a 1-device checkpoint restores sharded on 8."""
     from gcd_jax import checkpoint, sharding
 
-    sharded, single = {}, {}
-    loss_s, params_s = one_step(None, shard=True, keep=sharded)
-    loss_r, params_r = one_step(None)
+    loss_s, params_s, sharded = steps["8fsdp"]
+    loss_r, params_r, _ = steps["8"]
+    single = steps["1"][2]
     np.testing.assert_allclose(loss_s, loss_r, rtol=1e-6)
     for a, b in zip(params_s, params_r, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -111,7 +124,6 @@ def test_sharded_state_trains_and_restores_like_replicated(tmp_path):
     assert len(split) > 10  # most arrays really are split (those with a dimension divisible by 8)
     assert all(x.addressable_shards[0].data.size * 8 == x.size for x in split)
 
-    one_step(jax.devices()[:1], keep=single)
     abstract = train_state.abstract_state(sharded["nets"], sharded["optimizer"])
     for source, mesh, shard in (
         (sharded, sharding.make_mesh(jax.devices()[:1]), False),
