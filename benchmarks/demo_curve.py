@@ -54,20 +54,10 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, overrides
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
-    for field, value in overrides.items():
-        section, _, name = field.rpartition(".")
-        node = config
-        for part in filter(None, section.split(".")):
-            node = node[part]
-        if name not in node:
-            raise KeyError(f"Unknown config field {field!r}.")
-        node[name] = value
-
-
 def variant_config(args, overrides: dict) -> ml_collections.ConfigDict:
     config = demo.get_config()
-    apply_overrides(config, overrides)
+    config.lock()  # an unknown field is a KeyError, as run.py's locked --config makes it
+    config.update_from_flattened_dict(overrides)
     config.data.data_dir = os.path.join(args.out, "tfds")
     config.data.num_workers = 2
     config.train.num_steps = args.steps
@@ -113,7 +103,7 @@ def worker(args, name: str, overrides: dict) -> None:
             path = result_path(args, name, step, guidance)
             if os.path.exists(path):
                 continue
-            c = ml_collections.ConfigDict(config.to_dict())
+            c = config.copy_and_resolve_references()
             c.sample.guidance_scale = guidance
             t1 = time.perf_counter()
             outdir = evaluate.evaluate_main(c, workdir, seed=0, step=step)

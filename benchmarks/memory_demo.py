@@ -13,7 +13,6 @@ import sys
 import types
 from collections.abc import Sequence
 
-_STREAMS = {"train": 0, "validation": 1}  # as gcd_jax.data.demo_scenes
 _SEED = 0  # DemoConfig.seed
 
 
@@ -32,7 +31,7 @@ class _Scenes(Sequence):
         if not 0 <= index < self._count:
             raise IndexError(index)
         if index not in self._cache:
-            scene = scenes.demo_example(_SEED, _STREAMS[self._split], index)
+            scene = scenes.demo_example(_SEED, scenes.STREAMS[self._split], index)
             self._cache[index] = {**scene, "file_name": f"{self._split}_{index:06d}"}
         return self._cache[index]
 
@@ -40,8 +39,10 @@ class _Scenes(Sequence):
 def _open_split(config, split: str) -> Sequence[dict]:
     if config.data.name != "demo":
         raise ValueError("benchmarks.memory_demo serves only config.data.name='demo'.")
+    from gcd_jax.data import scenes
+
     n = config.data.num_demo_examples
-    counts = {"train": n, "validation": max(64, n // 8)}
+    counts = {"train": n, "validation": scenes.num_validation(n)}
     return _Scenes(split, counts[split])
 
 

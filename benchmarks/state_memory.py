@@ -37,12 +37,7 @@ def analyse(dim: int, devices: int, shard: bool) -> dict:
     mesh = sharding.make_mesh()
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
-    shardings = train.state_shardings(config, nets, optimizer, mesh)
-    state = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        train_state.abstract_state(nets, optimizer),
-        shardings,
-    )
+    state = train.state_target(config, nets, optimizer, mesh)
     b, (h, w), n = devices, config.data.image_size, config.text.max_length
     data = sharding.batch_sharded(mesh)
     batch = {

@@ -110,15 +110,22 @@ def compile_train_step(
     )
 
 
-def state_shardings(config, nets, optimizer, mesh: jax.sharding.Mesh) -> Any:
-    """The train state's shardings: replicated, or FSDP over ``data`` with
-    ``config.train.shard_state`` (arrays of at least ``train.shard_min_bytes``)."""
-    return sharding.state_shardings(
-        train_state.abstract_state(nets, optimizer),
-        mesh,
-        config.train.shard_state,
-        config.train.shard_min_bytes,
+def state_target(config, nets, optimizer, mesh: jax.sharding.Mesh) -> Any:
+    """The train state's shapes and dtypes with their shardings (``ShapeDtypeStruct`` leaves):
+    replicated, or FSDP over ``data`` with ``config.train.shard_state`` (arrays of at least
+    ``train.shard_min_bytes``). The restore target of a checkpoint and the step's state layout."""
+    abstract = train_state.abstract_state(nets, optimizer)
+    shardings = sharding.state_shardings(
+        abstract, mesh, config.train.shard_state, config.train.shard_min_bytes
     )
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+
+
+def state_shardings(config, nets, optimizer, mesh: jax.sharding.Mesh) -> Any:
+    """The shardings of ``state_target``."""
+    return jax.tree.map(lambda a: a.sharding, state_target(config, nets, optimizer, mesh))
 
 
 class _Preemption:
@@ -188,11 +195,8 @@ def log_recipe(config: ml_collections.ConfigDict) -> str:
 def _restore_or_init(ckpt, config, nets, optimizer, mesh):
     """(state, next batch index): the newest checkpoint of the workdir that restores (damaged
     newer ones are moved aside with a warning), else a fresh state."""
-    abstract = train_state.abstract_state(nets, optimizer)
-    shardings = state_shardings(config, nets, optimizer, mesh)
-    target = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
+    target = state_target(config, nets, optimizer, mesh)
+    shardings = jax.tree.map(lambda a: a.sharding, target)
     restored = ckpt.restore_newest(target)
     if restored is not None:
         return restored

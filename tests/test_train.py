@@ -91,9 +91,8 @@ def steps():
     """one_step on 1 device, on 8 (replicated state) and on 8 with the FSDP state, each once:
     name -> (loss, params, kept config and state)."""
     out = {}
-    for name, devices, shard in (("1", jax.devices()[:1], False), ("8", None, False)) + (
-        ("8fsdp", None, True),
-    ):
+    runs = (("1", jax.devices()[:1], False), ("8", None, False), ("8fsdp", None, True))
+    for name, devices, shard in runs:
         keep = {}
         out[name] = (*one_step(devices, shard=shard, keep=keep), keep)
     return out
@@ -124,7 +123,6 @@ def test_sharded_state_trains_and_restores_like_replicated(steps, tmp_path):
     assert len(split) > 10  # most arrays really are split (those with a dimension divisible by 8)
     assert all(x.addressable_shards[0].data.size * 8 == x.size for x in split)
 
-    abstract = train_state.abstract_state(sharded["nets"], sharded["optimizer"])
     for source, mesh, shard in (
         (sharded, sharding.make_mesh(jax.devices()[:1]), False),
         (single, sharding.make_mesh(), True),
@@ -135,16 +133,13 @@ def test_sharded_state_trains_and_restores_like_replicated(steps, tmp_path):
         ckpt.save(1, source["state"], 1)
         ckpt.close()
         config.train.shard_state = shard
-        shardings = train.state_shardings(config, source["nets"], source["optimizer"], mesh)
-        target = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-        )
+        target = train.state_target(config, source["nets"], source["optimizer"], mesh)
         restored, _ = checkpoint.Checkpointer(workdir, config).restore(target, 1)
         for a, b in zip(leaves(restored), leaves(source["state"]), strict=True):
             np.testing.assert_array_equal(a, b)
         assert all(
-            x.sharding == s
-            for x, s in zip(jax.tree.leaves(restored), jax.tree.leaves(shardings), strict=True)
+            x.sharding == t.sharding
+            for x, t in zip(jax.tree.leaves(restored), jax.tree.leaves(target), strict=True)
         )
 
 

@@ -8,7 +8,6 @@ import tensorflow_datasets as tfds
 from gcd_jax.data import builder_lib, scenes
 
 DEFAULT_NUM_TRAIN = 4096
-_STREAMS = {"train": 0, "validation": 1}  # Independent example streams per split.
 
 
 @dataclasses.dataclass(eq=False)
@@ -22,18 +21,18 @@ class DemoConfig(tfds.core.BuilderConfig):
     """
 
     num_train: int = DEFAULT_NUM_TRAIN
-    num_validation: int = DEFAULT_NUM_TRAIN // 8
+    num_validation: int = scenes.num_validation(DEFAULT_NUM_TRAIN)
     seed: int = 0
 
 
 def demo_config(num_train: int) -> DemoConfig:
-    """The config of a demo set with `num_train` scenes and max(64, num_train // 8) validation ones."""
+    """The config of a demo set with `num_train` scenes and `scenes.num_validation` validation ones."""
     if num_train == DEFAULT_NUM_TRAIN:
         return DemoScenes.BUILDER_CONFIGS[0]
     return DemoConfig(
         name=f"n{num_train}",
         num_train=num_train,
-        num_validation=max(64, num_train // 8),
+        num_validation=scenes.num_validation(num_train),
         description=f"{num_train} training scenes",
     )
 
@@ -65,5 +64,5 @@ class DemoScenes(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBasedBuild
 
     def _generate_examples(self, split: str, count: int) -> Iterator[tuple[int, dict]]:
         for index in range(count):
-            scene = scenes.demo_example(self.builder_config.seed, _STREAMS[split], index)
+            scene = scenes.demo_example(self.builder_config.seed, scenes.STREAMS[split], index)
             yield index, {**scene, "file_name": f"{split}_{index:06d}"}

@@ -187,6 +187,14 @@ def generate_scene(rng: np.random.Generator) -> dict:
     return {"image": image, "label": label, "captions": _captions(rng, visible)}
 
 
+STREAMS = {"train": 0, "validation": 1}  # Independent example streams per split.
+
+
+def num_validation(num_train: int) -> int:
+    """Validation scenes of a demo set with ``num_train`` training scenes."""
+    return max(64, num_train // 8)
+
+
 def demo_example(seed: int, stream: int, index: int) -> dict:
     """Scene `index` of stream `stream` (one per split) of the demo data set `seed`: a pure function."""
     return generate_scene(np.random.default_rng([seed, stream, index]))
