@@ -1,6 +1,7 @@
 """The single entry point of gcd_jax.
 
     python run.py --config experiments/demo.py --workdir /tmp/demo            # train (default)
+    python run.py --mode serve --config experiments/demo.py --workdir /tmp/demo    # a local page
     python run.py --config experiments/cityscapes.py --workdir gs://bucket/run \
         --config.train.global_batch_size=64 --multihost                        # a TPU pod slice
 
@@ -18,7 +19,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gcd_jax import errors, evaluate, runtime, sample, train
+from gcd_jax import errors, evaluate, runtime, sample, serve, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/demo.py.", lock_config=True
@@ -27,7 +28,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and samples g
 _MODE = flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "sample", "outpaint", "evaluate"],
+    ["train", "sample", "outpaint", "evaluate", "serve"],
     "What to do with the config and workdir.",
 )
 _PROMPTS = flags.DEFINE_string(
@@ -35,7 +36,7 @@ _PROMPTS = flags.DEFINE_string(
 )
 _SEED = flags.DEFINE_integer("seed", 0, "sample/outpaint/evaluate: random seed.")
 _STEP = flags.DEFINE_integer(
-    "step", None, "sample/outpaint/evaluate: checkpoint step (default: latest)."
+    "step", None, "sample/outpaint/evaluate/serve: checkpoint step (default: latest)."
 )
 _MULTIHOST = flags.DEFINE_bool(
     "multihost",
@@ -53,6 +54,10 @@ _LAYOUT = flags.DEFINE_string(
 _BASE_WORKDIR = flags.DEFINE_string(
     "base_workdir", "", "SR sample: the base model's workdir; samples the cascade base -> SR."
 )
+_SR_WORKDIR = flags.DEFINE_string(
+    "sr_workdir", "", "serve: an SR model's workdir; the page gets a toggle that runs the cascade."
+)
+_PORT = flags.DEFINE_integer("port", 7860, "serve: the page's port on 127.0.0.1.")
 _VERBOSE = flags.DEFINE_bool(
     "verbose",
     False,
@@ -78,6 +83,9 @@ MODES = {
     ),
     "evaluate": lambda config, workdir: evaluate.evaluate_main(
         config, workdir, _SEED.value, _STEP.value
+    ),
+    "serve": lambda config, workdir: serve.serve_main(
+        config, workdir, _SR_WORKDIR.value, _PORT.value, _STEP.value
     ),
 }
 

@@ -87,7 +87,7 @@ def worker(args, name: str, overrides: dict) -> None:
     import jax
     from absl import logging
 
-    from gcd_jax import evaluate, train
+    from gcd_jax import checkpoint, evaluate, train
 
     logging.set_verbosity(logging.INFO)
     config = variant_config(args, overrides)
@@ -98,7 +98,15 @@ def worker(args, name: str, overrides: dict) -> None:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rates = [json.loads(line).get("steps_per_sec") for line in f]
     rates = [r for r in rates[1:] if r]  # the first interval holds the compile
+    ckpt = checkpoint.Checkpointer(workdir, config, create=False)
+    kept = set(ckpt.steps())
+    ckpt.close()
     for step in eval_steps(args):
+        if step not in kept:  # e.g. a run seeded with a later checkpoint of another
+            logging.warning(
+                "demo_curve: %s has no checkpoint at step %d; not evaluated", name, step
+            )
+            continue
         for guidance in args.guidance:
             path = result_path(args, name, step, guidance)
             if os.path.exists(path):

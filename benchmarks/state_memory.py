@@ -4,17 +4,26 @@ Compiles (ahead of time, nothing runs) the train step of the Cityscapes base U-N
 (``experiments/cityscapes.py``; ``--dim 128`` is the reference's 697 M parameters, a smaller
 ``--dim`` scales it down; learned text encoder at T5-large's width instead of T5) on
 ``--devices`` fake CPU devices, global batch = one example per device, and prints XLA's
-``memory_analysis()`` per device for ``train.shard_state`` False and True.
+``memory_analysis()`` per device for each variant: by default ``train.shard_state`` False and
+True; ``--variant NAME:FIELD=VALUE;...`` (as in ``benchmarks/demo_curve.py``) for others, e.g.
+the single-device peak with remat and bfloat16 Adam moments:
 
     python -m benchmarks.state_memory [--dim 128] [--devices 8]
+    python -m benchmarks.state_memory --devices 1 --variant float32 \
+        --variant "remat:model.remat=blocks" \
+        --variant "remat, bf16 moments:model.remat=blocks;optim.moment_dtype=bfloat16"
+
+"arguments + temporaries" is the step's peak per device: the state and batch it is given
+(donated, so the new state reuses their buffers) plus XLA's scratch (activations, gradients).
 """
 
 import argparse
 import os
 import sys
+import time
 
 
-def _config(dim: int, devices: int, shard: bool):
+def _config(dim: int, devices: int, overrides: dict):
     from experiments import cityscapes
 
     config = cityscapes.get_config()
@@ -22,18 +31,19 @@ def _config(dim: int, devices: int, shard: bool):
     config.text.encoder, config.text.embed_dim, config.text.depth = "learned", 1024, 1
     config.text.max_length = 256
     config.train.global_batch_size = devices
-    config.train.shard_state = shard
+    config.model.dtype = "float32"
+    config.update_from_flattened_dict(overrides)
     return config
 
 
-def analyse(dim: int, devices: int, shard: bool) -> dict:
+def analyse(dim: int, devices: int, overrides: dict) -> dict:
     import jax
     import numpy as np
 
     from gcd_jax import joint, sharding, train, train_state
     from gcd_jax.networks import build_networks
 
-    config = _config(dim, devices, shard)
+    config = _config(dim, devices, overrides)
     mesh = sharding.make_mesh()
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
@@ -62,27 +72,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--devices", type=int, default=8)
+    parser.add_argument("--variant", action="append", help="NAME[:FIELD=VALUE;...]")
     args = parser.parse_args()
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}"
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    rows = {shard: analyse(args.dim, args.devices, shard) for shard in (False, True)}
+    from benchmarks.demo_curve import parse_variant
+
+    variants = args.variant or [
+        "replicated:train.shard_state=False",
+        "FSDP (train.shard_state):train.shard_state=True",
+    ]
     gib = lambda b: b / 2**30  # noqa: E731
+    print(f"Cityscapes base U-Net, dim {args.dim}, {args.devices} device(s), one example each")
     print(
-        f"Cityscapes base U-Net, dim {args.dim}, {args.devices} devices, one example each: "
-        f"train state {gib(rows[False]['state']):.2f} GiB"
+        "| variant | train state GiB | arguments GiB | temporaries GiB | "
+        "arguments + temporaries GiB | vs first | compile s |"
     )
-    print(
-        "| state | arguments GiB | temporaries GiB | arguments + temporaries GiB | vs replicated |"
-    )
-    print("|---|---|---|---|---|")
-    base = rows[False]["arguments"] + rows[False]["temporaries"]
-    for shard, title in ((False, "replicated"), (True, "FSDP (train.shard_state)")):
-        r = rows[shard]
+    print("|---|---|---|---|---|---|---|")
+    first = None
+    for text in variants:
+        name, overrides = parse_variant(text)
+        t0 = time.perf_counter()
+        r = analyse(args.dim, args.devices, overrides)
+        seconds = time.perf_counter() - t0
         total = r["arguments"] + r["temporaries"]
+        first = first or total
         print(
-            f"| {title} | {gib(r['arguments']):.3f} | {gib(r['temporaries']):.3f} | "
-            f"{gib(total):.3f} | {total / base:.2f} |"
+            f"| {name} | {gib(r['state']):.2f} | {gib(r['arguments']):.3f} | "
+            f"{gib(r['temporaries']):.3f} | {gib(total):.3f} | {total / first:.2f} | "
+            f"{seconds:.0f} |",
+            flush=True,
         )
 
 

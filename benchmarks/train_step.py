@@ -9,6 +9,11 @@ layer norm), standing in for precomputed frozen-T5 embeddings, so the step is th
 MFU = XLA cost-analysis FLOPs / median step time / the stated peak of this CPU.
 
     python benchmarks/train_step.py [--configs tiny,base] [--steps 5] [--peak_gflops 156.8]
+    python -m benchmarks.train_step --configs base --steps 2 --variant float32 \
+        --variant "bf16 moments:optim.moment_dtype=bfloat16" --variant "remat:model.remat=blocks"
+
+``--variant NAME:FIELD=VALUE;...`` (as in ``benchmarks/demo_curve.py``) measures each config
+with those overrides, each in its own subprocess; peak GiB is the process's peak resident memory.
 
 The default peak, 156.8 GFLOP/s, is 2 cores × 2.45 GHz × 32 float32 FLOP/cycle (two 256-bit FMA
 units per core, AVX2); pass your machine's.
@@ -51,7 +56,7 @@ def base_config():
 CONFIGS = {"tiny": tiny_config, "base": base_config}
 
 
-def measure(name: str, steps: int) -> dict:
+def measure(name: str, steps: int, variant: str = "default") -> dict:
     import jax
     import numpy as np
 
@@ -62,6 +67,10 @@ def measure(name: str, steps: int) -> dict:
     config.text.encoder, config.text.embed_dim, config.text.depth = "learned", 1024, 0
     config.text.max_length = 256
     config.model.dtype = "float32"
+    from benchmarks.demo_curve import parse_variant
+
+    variant_name, overrides = parse_variant(variant)
+    config.update_from_flattened_dict(overrides)
     mesh = sharding.make_mesh()
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
@@ -94,6 +103,7 @@ def measure(name: str, steps: int) -> dict:
         times.append(time.perf_counter() - t0)
     return {
         "config": name,
+        "variant": variant_name,
         "params": int(sum(x.size for x in jax.tree.leaves(state.params["unet"]))),
         "batch": b,
         "size": f"{h}x{w}",
@@ -109,27 +119,32 @@ def main():
     parser.add_argument("--configs", default="tiny,base")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--peak_gflops", type=float, default=156.8)
+    parser.add_argument("--variant", action="append", help="NAME[:FIELD=VALUE;...]")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    variants = args.variant or ["default"]
     if args.child:
-        print(json.dumps(measure(args.child, args.steps)))
+        print(json.dumps(measure(args.child, args.steps, variants[0])))
         return
     rows = []
     for name in args.configs.split(","):
-        cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        for variant in variants:
+            cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps)]
+            cmd += ["--variant", variant]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
     print(
         f"steps timed: {args.steps} (median, after one warm-up step); peak {args.peak_gflops} GFLOP/s"
     )
     print(
-        "| config | U-Net params | batch | size | compile s | s/step | images/s | peak GiB | GFLOP/step | MFU |"
+        "| config | variant | U-Net params | batch | size | compile s | s/step | images/s | peak GiB "
+        "| GFLOP/step | MFU |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mfu = r["flops"] / r["step_s"] / (args.peak_gflops * 1e9)
         print(
-            f"| {r['config']} | {r['params']:,} | {r['batch']} | {r['size']} | {r['compile_s']:.0f} "
+            f"| {r['config']} | {r['variant']} | {r['params']:,} | {r['batch']} | {r['size']} | {r['compile_s']:.0f} "
             f"| {r['step_s']:.3f} | {r['batch'] / r['step_s']:.2f} | {r['peak_gib']:.2f} "
             f"| {r['flops'] / 1e9:.1f} | {mfu:.1%} |"
         )

@@ -86,9 +86,11 @@ def get_config() -> ml_collections.ConfigDict:
     m.mid_cross_attn_heads = 8
     m.mid_cross_attn_dim_head = 64
     m.time_sinu_dim = 16  # Learned sinusoidal features of the log-SNR embedding *ref*.
-    m.dtype = (
-        "float32"  # Compute dtype: 'float32' (CPU) | 'bfloat16' (accelerators); params stay f32.
-    )
+    # Compute dtype: 'float32' | 'bfloat16' | 'auto' (bfloat16 on GPU/TPU, float32 on CPU); the
+    # parameters, EMA and Adam moments stay float32 (see optim.moment_dtype). The reference
+    # scripts train with fp16 autocast (accelerate mixed_precision: fp16, --fp16) and a loss
+    # scaler; bfloat16 needs no loss scaling. The dataset experiments set 'auto'.
+    m.dtype = "float32"
     # Rematerialisation of the residual/transformer blocks (less activation memory, more compute):
     # 'none' | 'blocks' | a jax.checkpoint_policies name, e.g. 'dots_with_no_batch_dims_saveable'.
     m.remat = "none"
@@ -125,6 +127,9 @@ def get_config() -> ml_collections.ConfigDict:
     o.eps = 1e-8
     o.warmup_steps = 0  # Linear learning-rate warm-up; 0 disables it.
     o.grad_clip = 0.0  # Global-norm gradient clipping; 0 disables it.
+    # Storage dtype of Adam's two moments: 'float32' *ref*, or 'bfloat16' (half their memory; the
+    # update is computed in float32 from them).
+    o.moment_dtype = "float32"
     # EMA of the parameters, ema <- decay * ema + (1 - decay) * params after each optimizer step
     # (step s = optimizer steps done before it):
     #  'ema_pytorch' *ref* (ema-pytorch 0.2.3 as the reference trainer uses it): only every

@@ -34,4 +34,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.ema_schedule = "ema_pytorch"  # *ref* trainer.py: ema_pytorch.EMA with its defaults
     c.sample.guidance_scale = 3.0  # *ref* train.py sample grids cond_scale=3.; test.py default
     c.sample.num_steps = 100  # *ref* test.py --sample_timesteps 100
+    # bfloat16 compute on GPU/TPU, float32 on CPU; *ref* --fp16 (fp16 autocast, fp32 weights).
+    c.model.dtype = "auto"
     return c

@@ -196,14 +196,20 @@ def write_report(outdir: str, report: dict) -> None:
         f.write(markdown_report(report))
 
 
-def examples_png(path, info, images, label_rows, best, worst) -> None:
-    """Best pairs (image row, layout row) above the worst pairs, one PNG."""
+def examples_png(path, info, prompts, images, label_rows, best, worst) -> None:
+    """Best pairs (image row, layout row, prompts) above the worst pairs, one PNG, with the
+    legend of the layout colours at the bottom."""
     grids = [
-        viz.make_grid(viz.image_to_uint8(images[idx]), label_rows[idx], info.palette)
+        viz.pair_grid(images[idx], label_rows[idx], info.palette, [prompts[i] for i in idx])
         for idx in (best, worst)
         if idx
     ]
     if grids:
+        width = max(g.shape[1] for g in grids)
+        grids.append(viz.legend_band(info.class_names, info.palette, width))
+        grids = [
+            np.pad(g, ((0, 0), (0, width - g.shape[1]), (0, 0)), constant_values=255) for g in grids
+        ]
         viz.save_png(path, np.concatenate(grids, axis=0))
 
 
@@ -263,7 +269,8 @@ def evaluate_main(
     write_report(outdir, report)
     rows = layouts if layouts is not None else arrays.get("segmented")
     if rows is not None:
-        examples_png(os.path.join(outdir, "examples.png"), info, images, rows, best, worst)
+        path = os.path.join(outdir, "examples.png")
+        examples_png(path, info, prompts, images, rows, best, worst)
     logging.info("evaluate: %s", json.dumps(report["metrics"]))
     logging.info("evaluate: report in %s", outdir)
     return outdir

@@ -83,8 +83,9 @@ def _check_size(path: str, array: np.ndarray, size: tuple[int, int]) -> None:
 
 def write_samples(outdir: str, config, images, layouts, manifest: dict) -> None:
     """Grid, per-sample image/label PNGs and ``manifest.json`` under ``outdir``."""
-    palette = classes.dataset_info(config.data.name).palette
-    viz.save_png(os.path.join(outdir, "grid.png"), viz.pair_grid(images, layouts, palette))
+    info = classes.dataset_info(config.data.name)
+    grid = viz.pair_grid(images, layouts, info.palette, manifest["prompts"], info.class_names)
+    viz.save_png(os.path.join(outdir, "grid.png"), grid)
     for i, image in enumerate(viz.image_to_uint8(images)):
         viz.save_png(os.path.join(outdir, f"{i:04d}_image.png"), image)
         if layouts is not None:

@@ -292,8 +292,9 @@ def _sample_grid(config, nets, state, frozen, inputs, workdir) -> str:
     images, layouts = generation.generate(model, prompts, jax.random.key(step), lowres=lowres)
     path = os.path.join(workdir, "samples", f"step_{step:07d}.png")
     if jax.process_index() == 0:
-        palette = classes.dataset_info(config.data.name).palette
-        viz.save_png(path, viz.pair_grid(images, layouts, palette))
+        info = classes.dataset_info(config.data.name)
+        grid = viz.pair_grid(images, layouts, info.palette, prompts, info.class_names)
+        viz.save_png(path, grid)
     return path
 
 

@@ -28,12 +28,65 @@ class TrainState:
     key: jax.Array
 
 
+MOMENT_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def scale_by_adam_stored(b1: float, b2: float, eps: float, dtype) -> optax.GradientTransformation:
+    """``optax.scale_by_adam`` with both moments *stored* in ``dtype`` (e.g. bfloat16: half their
+    memory) and updated and applied in float32. The state is ``optax.ScaleByAdamState``, the
+    same tree as ``optax.adam``'s, so a checkpoint restores across moment dtypes (cast)."""
+
+    def init(params):
+        def zeros(p):
+            return jnp.zeros(p.shape, dtype)
+
+        count = jnp.zeros([], jnp.int32)
+        return optax.ScaleByAdamState(
+            count, jax.tree.map(zeros, params), jax.tree.map(zeros, params)
+        )
+
+    def update(updates, state, params=None):
+        del params
+        count = optax.safe_int32_increment(state.count)
+        f32 = jnp.float32
+        mu = jax.tree.map(
+            lambda g, m: b1 * m.astype(f32) + (1 - b1) * g.astype(f32), updates, state.mu
+        )
+        nu = jax.tree.map(
+            lambda g, v: b2 * v.astype(f32) + (1 - b2) * jnp.square(g.astype(f32)),
+            updates,
+            state.nu,
+        )
+        c1, c2 = 1 - b1 ** count.astype(f32), 1 - b2 ** count.astype(f32)
+        out = jax.tree.map(
+            lambda g, m, v: (m / c1 / (jnp.sqrt(v / c2) + eps)).astype(g.dtype), updates, mu, nu
+        )
+        stored = optax.ScaleByAdamState(
+            count, *(jax.tree.map(lambda x: x.astype(dtype), t) for t in (mu, nu))
+        )
+        return out, stored
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam (reference settings) with optional linear warm-up and global-norm clipping."""
+    """Adam (reference settings) with optional linear warm-up and global-norm clipping; moments
+    stored in ``optim.moment_dtype``."""
+    if optim.moment_dtype not in MOMENT_DTYPES:
+        raise ConfigError(
+            f"optim.moment_dtype must be one of {sorted(MOMENT_DTYPES)}, got {optim.moment_dtype!r}"
+        )
     learning_rate: Any = optim.learning_rate
     if optim.warmup_steps > 0:
         learning_rate = optax.linear_schedule(0.0, optim.learning_rate, optim.warmup_steps)
-    adam = optax.adam(learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps)
+    if optim.moment_dtype == "float32":
+        adam = optax.adam(learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps)
+    else:
+        dtype = MOMENT_DTYPES[optim.moment_dtype]
+        adam = optax.chain(
+            scale_by_adam_stored(optim.b1, optim.b2, optim.eps, dtype),
+            optax.scale_by_learning_rate(learning_rate),
+        )
     if optim.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(optim.grad_clip), adam)
     return adam

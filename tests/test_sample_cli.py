@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcd_jax import generation, sample
+from gcd_jax import generation, sample, viz
+from gcd_jax.data import classes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,12 +27,21 @@ def test_sample_writes_grid_pngs_and_manifest(trained_demo):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["checkpoint_step"] == 4 and manifest["seed"] == 3
     assert manifest["prompts"] == prompts.split(";")
-    grid = np.asarray(Image.open(out / "grid.png"))
-    assert grid.shape == (2 * 32 + 3 * 2, 3 * 32 + 4 * 2, 3)
+    images, labels = [], []
     for i in range(3):
-        assert np.asarray(Image.open(out / f"{i:04d}_image.png")).shape == (32, 32, 3)
-        label = np.asarray(Image.open(out / f"{i:04d}_label.png"))
-        assert label.shape == (32, 32) and label.max() < config.data.num_classes
+        images.append(np.asarray(Image.open(out / f"{i:04d}_image.png")))
+        labels.append(np.asarray(Image.open(out / f"{i:04d}_label.png")))
+        assert images[-1].shape == (32, 32, 3)
+        assert labels[-1].shape == (32, 32) and labels[-1].max() < config.data.num_classes
+    # The grid: the per-sample files upscaled 3x (nearest) on top, prompts and legend below.
+    grid = np.asarray(Image.open(out / "grid.png"))
+    palette = classes.dataset_info("demo").palette
+    up = np.ones((1, 3, 3), np.uint8)
+    pairs = viz.make_grid(
+        np.kron(np.stack(images), up[..., None]), np.kron(np.stack(labels), up), palette
+    )
+    np.testing.assert_array_equal(grid[: pairs.shape[0]], pairs)
+    assert grid.shape[0] > pairs.shape[0] + 30  # three lines of caption + a legend
 
 
 def test_outpaint_conditions_on_the_given_layout(trained_demo, tmp_path):
@@ -98,7 +108,10 @@ def trained_cascade(demo_data_dir, tmp_path_factory):
 def test_sr_training_grid_and_start_at_the_sr_stage(trained_cascade, tmp_path):
     base, sr, dirs = trained_cascade
     grid = np.asarray(Image.open(pathlib.Path(dirs["sr"]) / "samples" / "step_0000002.png"))
-    assert grid.shape == (2 * 32 + 3 * 2, 3 * 32 + 4 * 2, 3)
+    # Three pairs upscaled 3x (nearest) over their prompts and the legend.
+    pairs_height = 2 * 96 + 3 * 2
+    assert grid.shape[1] == 3 * 96 + 4 * 2 and grid.shape[0] > pairs_height + 30
+    assert (grid[pairs_height:].min(axis=-1) < 100).any()  # caption and legend text
     # Start at the SR stage from a given pair (the reference's --start_at_unet_number 2): any
     # size, resized nearest to the low-res size.
     image = np.zeros((64, 64, 3), np.uint8)
@@ -161,3 +174,28 @@ def test_cascade_cli_end_to_end(trained_cascade):
     assert np.asarray(Image.open(out / "0002_label.png")).shape == (32, 32)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["base_workdir"] == dirs["base16"] and manifest["checkpoint_step"] == 2
+
+
+def test_the_page_runs_the_cascade(trained_cascade):
+    """``--mode serve --sr_workdir``: the page's SR toggle gives 32x32 pairs from the 16x16 base,
+    and keeps a given layout exactly at both resolutions (nearest-upscaled for the SR stage)."""
+    from gcd_jax import serve
+
+    base, sr, dirs = trained_cascade
+    page = serve.Page(generation.load(base, dirs["base16"]), generation.load(sr, dirs["sr"]))
+    scale = serve.display_scale((32, 32))
+    result = page.text_to_image("A large red square.", 2, 4, 3.0, 0, cascade=True)
+    assert [p.shape for p, _ in result.pictures] == [(32 * scale, (32 + 2 + 32) * scale, 3)] * 2
+    assert result.status.startswith("Done: 2 sample(s) at (32, 32)")
+    layout = np.zeros((16, 16), np.int32)
+    layout[4:12, 2:9] = 3
+    image, shown = (
+        p for p, _ in page.layout_to_image(layout, "", 4, 3.0, 0, cascade=True).pictures
+    )
+    assert image.shape == shown.shape == (32 * scale, 32 * scale, 3)
+    palette = classes.dataset_info("demo").palette
+    np.testing.assert_array_equal(
+        shown[::scale, ::scale], palette[layout.repeat(2, 0).repeat(2, 1)]
+    )
+    with pytest.raises(ValueError, match="base model; give the SR model as --sr_workdir"):
+        serve.Page(generation.load(sr, dirs["sr"]))

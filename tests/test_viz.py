@@ -59,3 +59,45 @@ def test_save_png_round_trip(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(path)), array)
     with pytest.raises(ValueError, match="uint8"):
         viz.save_png(path, array.astype(np.float32))
+
+
+def test_wrap_fits_the_width_and_keeps_every_word():
+    font = viz._font()
+    text = "There is a large red circle on the left and a tiny cyan bar at the bottom right."
+    for width in (40, 96, 300):
+        lines = viz.wrap(text, width, font)
+        assert all(font.getlength(line) <= width for line in lines)
+        assert " ".join(lines).split() == text.split()
+    pieces = viz.wrap("x" * 60, 30, font)  # a word wider than the column is cut, not lost
+    assert len(pieces) > 1 and "".join(pieces) == "x" * 60
+    assert viz.wrap("", 30, font) == []
+
+
+def test_annotated_grid_has_the_upscaled_pairs_captions_and_legend():
+    n, h, w, p = 3, 8, 8, 2
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, h, w, 3)).astype(np.uint8)
+    layouts = rng.integers(0, 3, (n, h, w))
+    captions = ["a red thing on the left", "", "blue"]
+    grid = viz.annotated_grid(images, layouts, PALETTE, captions, None, p)
+    s = -(-viz.MIN_TILE // w)  # tiles upscaled to at least MIN_TILE pixels, nearest
+    top = viz.make_grid(
+        np.kron(images, np.ones((1, s, s, 1), np.uint8)),
+        np.kron(layouts, np.ones((1, s, s), int)),
+        PALETTE,
+        p,
+    )
+    np.testing.assert_array_equal(grid[: top.shape[0]], top)
+    assert grid.shape[1] == top.shape[1]
+    below = grid[top.shape[0] :]
+    # Caption text (dark pixels) under exactly the columns that have a caption.
+    for i, caption in enumerate(captions):
+        column = below[:, p + i * (w * s + p) : (i + 1) * (w * s + p)]
+        assert (column.min(axis=-1) < 100).any() == bool(caption)
+    # The legend shows every class colour as a swatch (at least 6x6 pixels of it).
+    legend = viz.annotated_grid(images, layouts, PALETTE, None, ("bg", "red", "blue"), p)
+    np.testing.assert_array_equal(legend[: top.shape[0]], top)
+    for colour in PALETTE:
+        assert (legend[top.shape[0] :] == colour).all(axis=-1).sum() >= 36
+    with pytest.raises(ValueError, match="2 captions for 3 pairs"):
+        viz.annotated_grid(images, layouts, PALETTE, captions[:2])

@@ -21,6 +21,17 @@ from gcd_jax.models.resnet import ResnetBlock
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
+
+def compute_dtype(name: str) -> Dtype:
+    """``model.dtype``: 'float32', 'bfloat16', or 'auto' = bfloat16 on GPU/TPU, float32 on CPU
+    (where bfloat16 matmuls are emulated and slower)."""
+    if name == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype must be 'auto' or one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
 _SKIP_SCALE = 2**-0.5  # keeps the variance of the concatenated skip connections in check
 
 
@@ -283,8 +294,7 @@ def build_unet(config: ml_collections.ConfigDict) -> JointUNet:
     """The U-Net described by ``config.model`` (K from ``config.data.num_classes``, the null-text
     length from ``config.text.max_length``)."""
     m = config.model
-    if m.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
+    dtype = compute_dtype(m.dtype)
     if m.remat not in ("none", "blocks") and not callable(
         getattr(jax.checkpoint_policies, m.remat, None)
     ):
@@ -317,7 +327,7 @@ def build_unet(config: ml_collections.ConfigDict) -> JointUNet:
         max_text_len=config.text.max_length,
         label_embed_dim=m.label_embed_dim,
         time_sinu_dim=m.time_sinu_dim,
-        dtype=DTYPES[m.dtype],
+        dtype=dtype,
         remat=m.remat,
     )
 
