@@ -19,6 +19,7 @@ come from memory (`benchmarks/memory_demo.py`), TensorBoard events are skipped.
 import argparse
 import ast
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -61,8 +62,10 @@ def variant_config(args, overrides: dict) -> ml_collections.ConfigDict:
     config.data.data_dir = os.path.join(args.out, "tfds")
     config.data.num_workers = 2
     config.train.num_steps = args.steps
-    config.train.ckpt_every = args.eval_every
-    config.train.keep_checkpoints = args.steps // args.eval_every + 1
+    # Checkpoints at every evaluated step, and every --ckpt_every steps so that a killed run
+    # resumes close to where it stopped; all kept.
+    config.train.ckpt_every = math.gcd(args.eval_every, args.ckpt_every or args.eval_every)
+    config.train.keep_checkpoints = args.steps // config.train.ckpt_every + 1
     config.train.log_every = min(50, args.eval_every)
     config.train.sample_every = 0
     config.eval.num_samples = args.num_samples
@@ -197,6 +200,9 @@ def add_arguments(parser: argparse.ArgumentParser, steps: int, eval_every: int) 
     parser.add_argument("--out", default="/tmp/demo_curve")
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--eval_every", type=int, default=eval_every)
+    parser.add_argument(
+        "--ckpt_every", type=int, default=0, help="Checkpoint interval (0: --eval_every)."
+    )
     parser.add_argument("--guidance", default="3", help="Comma-separated guidance scales.")
     parser.add_argument("--num_samples", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=1, help="Variants trained at once.")
@@ -220,6 +226,7 @@ def run(args, specs: list[str]) -> list[str]:
         f"--out={args.out}",
         f"--steps={args.steps}",
         f"--eval_every={args.eval_every}",
+        f"--ckpt_every={args.ckpt_every}",
         f"--guidance={','.join(f'{g:g}' for g in args.guidance)}",
         f"--num_samples={args.num_samples}",
     ] + (["--no_tensorflow"] if args.no_tensorflow else [])

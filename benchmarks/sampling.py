@@ -3,23 +3,25 @@
 Two ways of running ``N`` ancestral steps of the real U-Net, both timed after compilation:
 the compiled loop (``sampling.sample_pairs``: one ``lax.scan`` program) and a Python loop of a
 jitted ``sampling.reverse_step``; and the guided U-Net forward alone (batch doubled: cond + null),
-the floor of a step. Per-step figures are medians over interleaved repeats; "first" columns include compilation. Parameters are random
-(shapes from ``jax.eval_shape``, values drawn in NumPy: no compiled init); the text is T5-large
-width (1024) at the config's ``text.max_length`` tokens. GFLOP per guided forward come from XLA's
-cost analysis; "floor" is that divided by the stated peak of this CPU (``--peak_gflops``, as in
-``benchmarks/train_step.py``): no float32 implementation can take a step in less.
+the floor of a step. Per-step figures are medians over interleaved repeats; "first" columns
+include compilation. Parameters are random (shapes from ``jax.eval_shape``, values drawn in NumPy:
+no compiled init); the text is 256 tokens of T5-large width (1024). GFLOP per guided forward come
+from XLA's cost analysis; "floor" is that divided by the stated peak of this CPU
+(``--peak_gflops``, as in ``benchmarks/train_step.py``): no float32 implementation can take a step
+in less.
 
-Configs: ``tiny`` (DESIGN §4: dim 32, mults (1, 2, 4), one res block per level, self- and cross-
-attention at level 3 only, 2 heads of 32, K = 8, 32×32, batch 8) and ``cityscapes`` (the reference
-base U-Net, 128×256, batch 1; its compiles take minutes).
+Configs (``benchmarks/configs.py``): ``tiny`` (DESIGN §4, 32×32, batch 8) and ``cityscapes`` (the
+reference base U-Net, 128×256, batch 1; its compiles take minutes). ``--reference DIR`` (a checkout
+of github.com/pmh9960/GCDP) also times the authors' guided step on the same config in its own
+process (``benchmarks/reference_torch.py``) and prints the ratio gcd_jax / PyTorch.
 
     python -m benchmarks.sampling                  # both
     python -m benchmarks.sampling tiny --steps 10 --repeats 5 [--peak_gflops 156.8]
+    python -m benchmarks.sampling tiny --reference /tmp/GCDP
 """
 
 import argparse
 import functools
-import importlib
 import statistics
 import time
 
@@ -27,32 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import configs
 from gcd_jax import sampling
 from gcd_jax.models import build_unet, input_specs
 from gcd_jax.networks import Apply
 
-TEXT_DIM = 1024
 GUIDANCE = 3.0
-# Seconds per guided step of the reference PyTorch implementation (two forwards per step).
-REFERENCE = {"tiny": 0.0955, "cityscapes": 6.37}
-TARGET = {"tiny": 0.03, "cityscapes": 2.5}
-
-
-def tiny_config():
-    config = importlib.import_module("experiments.base").get_config()
-    config.data.image_size, config.data.num_classes = (32, 32), 8
-    m = config.model
-    m.dim, m.dim_mults, m.num_res_blocks = 32, (1, 2, 4), (1, 1, 1)
-    m.attn_levels = m.cross_attn_levels = (False, False, True)
-    m.attn_heads, m.attn_dim_head = 2, 32
-    return config, 8
-
-
-def cityscapes_config():
-    return importlib.import_module("experiments.cityscapes").get_config(), 1
-
-
-CONFIGS = {"tiny": tiny_config, "cityscapes": cityscapes_config}
+NAMES = ("tiny", "cityscapes")  # benchmarks/configs.py's tiny and base
 
 
 def random_variables(model, specs, seed=0):
@@ -73,12 +56,13 @@ def timed(fn):
 
 
 def measure(name, steps, repeats):
-    config, batch = CONFIGS[name]()
+    config = configs.get(name)
+    batch = config.train.global_batch_size
     config.sample.num_steps = steps
     size = tuple(config.data.image_size)
     model = build_unet(config)
-    text_len = config.text.max_length
-    specs = input_specs(model, batch, size, text_len, TEXT_DIM)
+    text_len = configs.TEXT_LEN
+    specs = input_specs(model, batch, size, text_len, configs.TEXT_DIM)
     specs = {k: None if v is None else jnp.zeros(v.shape, v.dtype) for k, v in specs.items()}
     variables = random_variables(model, specs)
     params = sum(x.size for x in jax.tree.leaves(variables))
@@ -86,7 +70,7 @@ def measure(name, steps, repeats):
     scale = jnp.float32(GUIDANCE)
     rng = np.random.default_rng(1)
     cond = {
-        "text": jnp.asarray(rng.standard_normal((batch, text_len, TEXT_DIM), np.float32)),
+        "text": jnp.asarray(rng.standard_normal((batch, text_len, configs.TEXT_DIM), np.float32)),
         "text_mask": jnp.ones((batch, text_len), bool),
     }
     sampler = sampling.Sampler.from_config(config)
@@ -141,28 +125,35 @@ def measure(name, steps, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("names", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("names", nargs="*", default=list(NAMES), choices=list(NAMES))
     parser.add_argument("--steps", type=int, default=0, help="N; 0 = 10 (tiny), 2 (cityscapes)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peak_gflops", type=float, default=156.8, help="float32 peak of this CPU")
+    parser.add_argument("--reference", default="", help="checkout of github.com/pmh9960/GCDP")
     args = parser.parse_args()
     print(f"devices: {jax.devices()}")
-    print(
+    head = (
         "| config | B x H x W | params | first call loop s | first Python loop s | s/step compiled loop "
-        "| s/step Python loop | s/guided forward alone | GFLOP/step | floor s/step "
-        "| reference s/step | target |"
+        "| s/step Python loop | s/guided forward alone | GFLOP/step | floor s/step |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if args.reference:
+        head += " PyTorch s/step | compiled loop / PyTorch |"
+    print(head)
+    print("|---" * head.count(" |") + "|")
     for name in args.names:
         steps = args.steps or {"tiny": 10, "cityscapes": 2}[name]
         r = measure(name, steps, args.repeats)
-        print(
+        line = (
             f"| {r['name']} | {r['shape']} | {r['params']:,} | {r['compile_loop']:.1f} "
             f"| {r['compile_step']:.1f} | {r['loop']:.4f} | {r['python']:.4f} | {r['forward']:.4f} "
-            f"| {r['flops'] / 1e9:.1f} | {r['flops'] / (args.peak_gflops * 1e9):.4f} "
-            f"| {REFERENCE[name]} | <= {TARGET[name]} |",
-            flush=True,
+            f"| {r['flops'] / 1e9:.1f} | {r['flops'] / (args.peak_gflops * 1e9):.4f} |"
         )
+        if args.reference:  # after gcd_jax's run, in its own process: no threads shared
+            from benchmarks import reference_torch
+
+            ref = reference_torch.measure(args.reference, "sample", name, steps, args.repeats)
+            line += f" {ref['step_s']:.4f} | {r['loop'] / ref['step_s']:.2f} |"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

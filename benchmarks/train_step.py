@@ -1,19 +1,23 @@
 """Seconds per compiled training step, images/s, peak memory and model FLOPs utilisation.
 
-Two configurations, each measured in a fresh subprocess (so that peak memory is its own):
-  tiny  DESIGN §4's side-by-side config: dim 32, mults (1, 2, 4), 1 block/level, attention at
-        level 3, 2 heads of 32, K = 8, 32×32, batch 8;
-  base  the reference Cityscapes base U-Net (experiments/cityscapes.py), 128×256, batch 1.
-Both run in float32. Text: 256 tokens of width 1024 from a learned encoder of depth 0 (embedding +
+The configurations of ``benchmarks/configs.py`` (tiny: DESIGN §4's, 32×32, batch 8; base: the
+reference Cityscapes U-Net, 128×256, batch 1), each measured in a fresh subprocess (so that peak
+memory is its own), in float32. Text: 256 tokens of width 1024 from a learned encoder of depth 0 (embedding +
 layer norm), standing in for precomputed frozen-T5 embeddings, so the step is the U-Net's.
 MFU = XLA cost-analysis FLOPs / median step time / the stated peak of this CPU.
 
-    python benchmarks/train_step.py [--configs tiny,base] [--steps 5] [--peak_gflops 156.8]
+    python -m benchmarks.train_step [--configs tiny,base] [--steps 5] [--peak_gflops 156.8]
+    python -m benchmarks.train_step --configs tiny --reference /tmp/GCDP
     python -m benchmarks.train_step --configs base --steps 2 --variant float32 \
         --variant "bf16 moments:optim.moment_dtype=bfloat16" --variant "remat:model.remat=blocks"
 
 ``--variant NAME:FIELD=VALUE;...`` (as in ``benchmarks/demo_curve.py``) measures each config
 with those overrides, each in its own subprocess; peak GiB is the process's peak resident memory.
+``--cached`` gives every run a fresh persistent compilation cache and starts it a second time
+(compile only): the second start's compile is what a restart after a preemption pays.
+``--reference DIR`` (a checkout of github.com/pmh9960/GCDP) also times the authors' train step on
+each config (``benchmarks/reference_torch.py``, its own subprocess, run between gcd_jax's
+variants) and prints the ratios gcd_jax / PyTorch of seconds per step and of peak memory.
 
 The default peak, 156.8 GFLOP/s, is 2 cores × 2.45 GHz × 32 float32 FLOP/cycle (two 256-bit FMA
 units per core, AVX2); pass your machine's.
@@ -21,53 +25,31 @@ units per core, AVX2); pass your machine's.
 
 import argparse
 import json
+import os
 import pathlib
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def tiny_config():
-    from experiments import base
-
-    c = base.get_config()
-    c.data.image_size, c.data.num_classes = (32, 32), 8
-    m = c.model
-    m.dim, m.dim_mults, m.num_res_blocks = 32, (1, 2, 4), (1, 1, 1)
-    m.attn_levels = m.cross_attn_levels = (False, False, True)
-    m.attn_heads, m.attn_dim_head = 2, 32
-    c.train.global_batch_size = 8
-    return c
-
-
-def base_config():
-    from experiments import cityscapes
-
-    c = cityscapes.get_config()
-    c.train.global_batch_size = 1
-    return c
-
-
-CONFIGS = {"tiny": tiny_config, "base": base_config}
-
-
 def measure(name: str, steps: int, variant: str = "default") -> dict:
     import jax
     import numpy as np
 
+    from benchmarks import configs
+    from benchmarks.demo_curve import parse_variant
     from gcd_jax import joint, sharding, train, train_state
     from gcd_jax.networks import build_networks
 
-    config = CONFIGS[name]()
-    config.text.encoder, config.text.embed_dim, config.text.depth = "learned", 1024, 0
-    config.text.max_length = 256
-    config.model.dtype = "float32"
-    from benchmarks.demo_curve import parse_variant
+    config = configs.get(name)
+    config.text.encoder, config.text.depth = "learned", 0
+    config.text.embed_dim, config.text.max_length = configs.TEXT_DIM, configs.TEXT_LEN
 
     variant_name, overrides = parse_variant(variant)
     config.update_from_flattened_dict(overrides)
@@ -93,6 +75,8 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
     compiled = step.lower(state, batch, {}).compile()
     compile_s = time.perf_counter() - t0
     flops = compiled.cost_analysis()["flops"]
+    if steps == 0:  # compile only (the --cached second start)
+        return {"compile_s": compile_s}
     state, metrics = compiled(state, batch, {})  # warm-up
     jax.block_until_ready(metrics)
     times = []
@@ -114,40 +98,78 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
     }
 
 
+def child(name: str, steps: int, variant: str, env: dict) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.train_step", "--child", name]
+    cmd += ["--steps", str(steps), "--variant", variant]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="tiny,base")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--peak_gflops", type=float, default=156.8)
     parser.add_argument("--variant", action="append", help="NAME[:FIELD=VALUE;...]")
+    parser.add_argument("--reference", default="", help="checkout of github.com/pmh9960/GCDP")
+    parser.add_argument(
+        "--cached", action="store_true", help="Also time a second start's compile (cache hit)."
+    )
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     variants = args.variant or ["default"]
     if args.child:
         print(json.dumps(measure(args.child, args.steps, variants[0])))
         return
-    rows = []
+    rows, reference = [], {}
     for name in args.configs.split(","):
-        for variant in variants:
-            cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps)]
-            cmd += ["--variant", variant]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+        for i, variant in enumerate(variants):
+            with tempfile.TemporaryDirectory() as cache:
+                env = dict(os.environ)
+                if args.cached:  # a fresh persistent cache: the first start misses, the second hits
+                    env["JAX_COMPILATION_CACHE_DIR"] = cache
+                rows.append(child(name, args.steps, variant, env))
+                if args.cached:
+                    rows[-1]["cached_compile_s"] = child(name, 0, variant, env)["compile_s"]
+            print(json.dumps(rows[-1]), flush=True)  # each row as it comes: base rows take minutes
+            if args.reference and i == 0:  # between gcd_jax's runs: drift shows in the variants
+                from benchmarks import reference_torch
+
+                reference[name] = reference_torch.measure(args.reference, "train", name, args.steps)
+                print(json.dumps(reference[name]), flush=True)
     print(
         f"steps timed: {args.steps} (median, after one warm-up step); peak {args.peak_gflops} GFLOP/s"
     )
-    print(
+    head = (
         "| config | variant | U-Net params | batch | size | compile s | s/step | images/s | peak GiB "
         "| GFLOP/step | MFU |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    if args.cached:
+        head += " compile s, second start (cached) |"
+    if reference:
+        head += " PyTorch s/step | PyTorch peak GiB | s/step gcd_jax / PyTorch | peak gcd_jax / PyTorch |"
+    print(head)
+    print("|---" * head.count(" |") + "|")
     for r in rows:
         mfu = r["flops"] / r["step_s"] / (args.peak_gflops * 1e9)
-        print(
-            f"| {r['config']} | {r['variant']} | {r['params']:,} | {r['batch']} | {r['size']} | {r['compile_s']:.0f} "
-            f"| {r['step_s']:.3f} | {r['batch'] / r['step_s']:.2f} | {r['peak_gib']:.2f} "
-            f"| {r['flops'] / 1e9:.1f} | {mfu:.1%} |"
+        line = (
+            f"| {r['config']} | {r['variant']} | {r['params']:,} | {r['batch']} | {r['size']} "
+            f"| {r['compile_s']:.0f} | {r['step_s']:.3f} | {r['batch'] / r['step_s']:.2f} "
+            f"| {r['peak_gib']:.2f} | {r['flops'] / 1e9:.1f} | {mfu:.1%} |"
         )
+        if args.cached:
+            line += f" {r['cached_compile_s']:.1f} |"
+        if reference:
+            ref = reference[r["config"]]
+            if ref["params"] != r["params"]:
+                print(f"warning: {r['config']}: PyTorch has {ref['params']:,} parameters")
+            line += (
+                f" {ref['step_s']:.3f} | {ref['peak_gib']:.2f} | {r['step_s'] / ref['step_s']:.2f} "
+                f"| {r['peak_gib'] / ref['peak_gib']:.2f} |"
+            )
+        print(line)
 
 
 if __name__ == "__main__":

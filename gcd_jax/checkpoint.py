@@ -42,6 +42,8 @@ _STRUCTURAL = ("model", "text", "data.image_size", "data.num_classes", "optim.gr
 # Fields inside those that change how the model runs, not its parameters: a checkpoint restores
 # whatever they say (e.g. sampling in bfloat16, or training on with remat, from a float32 run).
 _NOT_STRUCTURAL = ("text.drop_prob", "model.dtype", "model.remat")
+# Structural fields added after checkpoints existed: absent from a saved config means this value.
+_ABSENT_MEANS = {"model.scan_blocks": False}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -56,6 +58,14 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def structural_differences(saved: dict, current: dict) -> list[str]:
     """``'field: checkpoint X, config Y'`` for every structural field that differs."""
     old, new = _flatten(saved), _flatten(current)
+    for flat in (old, new):
+        for k, v in _ABSENT_MEANS.items():
+            flat.setdefault(k, v)
+    if all(
+        n <= 1 for n in [*old.get("model.num_res_blocks", []), *new.get("model.num_res_blocks", [])]
+    ):
+        old.pop("model.scan_blocks")  # no level has blocks to stack: the same parameter layout
+        new.pop("model.scan_blocks")
     fields = sorted(
         k
         for k in old.keys() | new.keys()

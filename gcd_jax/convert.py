@@ -37,6 +37,7 @@ from gcd_jax import checkpoint, errors, reference_checkpoint, train_state
 from gcd_jax.errors import CheckpointError, ConfigError, InputError
 from gcd_jax.models import build_unet, t5, torch_names
 from gcd_jax.models.text import TextEncoder
+from gcd_jax.models.unet import stack_blocks, unstack_blocks
 from gcd_jax.networks import Networks
 
 PyTree = Any
@@ -136,8 +137,11 @@ def convert(
     nets = shape_networks(config)
     optimizer = train_state.make_optimizer(config.optim)
     abstract = train_state.abstract_state(nets, optimizer)
+    # The name table is per block; with model.scan_blocks the blocks of a level are then stacked.
     table = torch_names.unet_table(
-        abstract.params["unet"], len(config.model.dim_mults), config.model.cross_embed_kernels
+        unstack_blocks(abstract.params["unet"]),
+        len(config.model.dim_mults),
+        config.model.cross_embed_kernels,
     )
     ckpt = reference_checkpoint.read(checkpoint_path)
     if not 1 <= unet <= ckpt.num_unets:
@@ -145,6 +149,8 @@ def convert(
     index = unet - 1
     report = reference_checkpoint.settings_report(ckpt, index, config)
     raw, ema = _read_weights(ckpt, index, use_ema, table, config.model.sr)
+    if config.model.scan_blocks:
+        raw, ema = stack_blocks(raw), None if ema is None else stack_blocks(ema)
     step = int(ckpt.steps[index])
     params = {"unet": raw}
     ema_params = params if ema is None else {"unet": ema}

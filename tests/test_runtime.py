@@ -51,3 +51,20 @@ def test_execution_settings_are_not_structural():
         "data.num_classes: checkpoint '<absent>', config 20",
         "model.dim: checkpoint 32, config 64",
     ]
+
+
+def test_scan_blocks_is_structural_only_where_a_level_has_blocks_to_stack():
+    """model.scan_blocks changes the parameter layout only when a level has two or more residual
+    blocks; a checkpoint saved before the field existed counts as per-block (False)."""
+    from gcd_jax import checkpoint
+
+    saved = {"model": {"num_res_blocks": [1, 1, 1]}}  # no scan_blocks: an older checkpoint
+    current = {"model": {"num_res_blocks": (1, 1, 1), "scan_blocks": True}}
+    assert checkpoint.structural_differences(saved, current) == []
+    saved["model"]["num_res_blocks"] = [2, 4]
+    current["model"]["num_res_blocks"] = (2, 4)
+    assert checkpoint.structural_differences(saved, current) == [
+        "model.scan_blocks: checkpoint False, config True"
+    ]
+    current["model"]["scan_blocks"] = False
+    assert checkpoint.structural_differences(saved, current) == []

@@ -6,6 +6,7 @@ The model knows nothing about diffusion: it maps ``(x_t, y_t, logsnr_t, text)`` 
 the logits of ``y_0``.
 """
 
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -65,6 +66,10 @@ class JointUNet(nn.Module):
         each block's inputs, recompute the rest in the backward pass) or the name of a
         ``jax.checkpoint_policies`` policy (e.g. 'dots_with_no_batch_dims_saveable'). Parameters
         and outputs are the same for every setting.
+      scan_blocks: run the identical residual blocks of a level (``num_res_blocks[l] >= 2``) as
+        one ``nn.scan``, their parameters stacked on a leading axis under ``{down,up}{l}_blocks``
+        (``unstack_blocks`` / ``stack_blocks`` convert to and from the per-block layout): XLA
+        compiles one block per level instead of all of them. Outputs are the same.
     """
 
     num_classes: int
@@ -93,6 +98,7 @@ class JointUNet(nn.Module):
     time_sinu_dim: int
     dtype: Dtype
     remat: str = "none"
+    scan_blocks: bool = False
 
     def _block(self, module_class):
         """``module_class``, wrapped in ``nn.remat`` with the policy ``self.remat`` names."""
@@ -187,9 +193,35 @@ class JointUNet(nn.Module):
         outputs = []
         cross = self.cross_attn_levels[level]
         x = self._resnet(width, f"{name}_init_block", cross_attn=cross)(with_skip(x), t, context)
-        for j in range(self.num_res_blocks[level]):
-            x = self._resnet(width, f"{name}_block{j}", use_gca=True)(with_skip(x), t)
-            outputs.append(x)
+        n = self.num_res_blocks[level]
+        if self.scan_blocks and n >= 2:
+            # Down: each block's output is a skip; up: block j takes the j-th popped skip.
+            block = dict(
+                dim_out=width,
+                groups=self.num_groups,
+                cross_attn=False,
+                use_gca=True,
+                heads=self.attn_heads,
+                dim_head=self.attn_dim_head,
+                dtype=self.dtype,
+            )
+            up = skips is not None
+            scanned = nn.scan(
+                _ScanStep,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(0, nn.broadcast) if up else (nn.broadcast,),
+                length=n,
+            )(block=block, remat=self.remat, up=up, name=f"{name}_blocks")
+            if up:
+                x, _ = scanned(x, jnp.stack([skips.pop() for _ in range(n)]), t)
+            else:
+                x, ys = scanned(x, t)
+                outputs.extend(ys[j] for j in range(n))
+        else:
+            for j in range(n):
+                x = self._resnet(width, f"{name}_block{j}", use_gca=True)(with_skip(x), t)
+                outputs.append(x)
         if self.attn_levels[level]:
             x = self._block(TransformerBlock)(
                 self.attn_heads, self.attn_dim_head, self.ff_mult, self.dtype, name=f"{name}_attn"
@@ -279,6 +311,87 @@ class JointUNet(nn.Module):
         return eps_hat, logits
 
 
+class _ScanStep(nn.Module):
+    """One residual block of a scanned level: ``(x, [skip,] t) -> (x', ys)``; down blocks return
+    their output as ``ys`` (a skip), up blocks first concatenate their skip."""
+
+    block: dict
+    remat: str
+    up: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *args: jax.Array):
+        block = ResnetBlock
+        if self.remat != "none":
+            policy = (
+                None if self.remat == "blocks" else getattr(jax.checkpoint_policies, self.remat)
+            )
+            block = nn.remat(ResnetBlock, policy=policy)
+        if self.up:
+            skip, t = args
+            x = jnp.concatenate([x, skip * _SKIP_SCALE], -1)
+        else:
+            (t,) = args
+        x = block(**self.block, name="block")(x, t)
+        return x, (None if self.up else x)
+
+
+_PER_BLOCK = re.compile(r"^(down|up)(\d+)_block(\d+)$")
+_STACKED = re.compile(r"^(down|up)(\d+)_blocks$")
+
+
+def stack_blocks(params: dict) -> dict:
+    """A ``JointUNet`` parameter tree in the per-block layout (``down1_block0``, ...) → the
+    ``scan_blocks`` layout: the blocks of each level with at least two stacked on a leading axis
+    under ``down1_blocks/block``. Levels with one block keep ``down0_block0``."""
+    out, groups = {}, {}
+    for key, value in params.items():
+        match = _PER_BLOCK.match(key)
+        if match:
+            groups.setdefault(f"{match[1]}{match[2]}", {})[int(match[3])] = value
+        else:
+            out[key] = value
+    for prefix, blocks in groups.items():
+        if sorted(blocks) != list(range(len(blocks))):
+            raise ValueError(f"{prefix}: blocks {sorted(blocks)} are not 0..{len(blocks) - 1}")
+        if len(blocks) == 1:
+            out[f"{prefix}_block0"] = blocks[0]
+        else:
+            stacked = jax.tree.map(_stack, *(blocks[j] for j in sorted(blocks)))
+            out[f"{prefix}_blocks"] = {"block": stacked}
+    return out
+
+
+def _stack(*leaves):
+    if isinstance(leaves[0], jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct((len(leaves), *leaves[0].shape), leaves[0].dtype)
+    return jnp.stack(leaves)
+
+
+def _take(leaf, j: int):
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
+    return leaf[j]
+
+
+def unstack_blocks(params: dict) -> dict:
+    """The inverse of ``stack_blocks`` (a tree already per-block is returned as is). Both take
+    arrays or ``jax.ShapeDtypeStruct`` leaves."""
+    out = {}
+    for key, value in params.items():
+        match = _STACKED.match(key)
+        if not match:
+            out[key] = value
+            continue
+        stacked = value["block"]
+        n = jax.tree.leaves(stacked)[0].shape[0]
+        for j in range(n):
+            out[f"{match[1]}{match[2]}_block{j}"] = jax.tree.map(
+                lambda a, j=j: _take(a, j), stacked
+            )
+    return out
+
+
 def _zero_head(features: int, name: str) -> nn.Conv:
     """Zero-initialised 3×3 output convolution, run in float32."""
     return nn.Conv(
@@ -329,6 +442,7 @@ def build_unet(config: ml_collections.ConfigDict) -> JointUNet:
         time_sinu_dim=m.time_sinu_dim,
         dtype=dtype,
         remat=m.remat,
+        scan_blocks=m.scan_blocks,
     )
 
 
