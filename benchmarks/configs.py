@@ -9,8 +9,13 @@ config in the terms of the fixture scripts (tests/fixtures/make_unet_fixture.py)
 authors' ``JointUnet`` from it.
 """
 
+import importlib.util
+import pathlib
+import sys
+
 import ml_collections
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEXT_LEN, TEXT_DIM = 256, 1024
 
 
@@ -68,3 +73,13 @@ def reference_case(config: ml_collections.ConfigDict) -> dict:
         text_dim=TEXT_DIM,
         image_size=tuple(config.data.image_size),
     )
+
+
+def fixture_module(name: str):
+    """A script of tests/fixtures (they import each other by name) as a module."""
+    path = ROOT / "tests" / "fixtures" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
@@ -45,6 +44,7 @@ import optax  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import configs  # noqa: E402
 from gcd_jax import categorical, joint, train_state  # noqa: E402
 from gcd_jax.data import scenes  # noqa: E402
 from gcd_jax.models import torch_names  # noqa: E402
@@ -70,16 +70,6 @@ CASE = dict(
     image_size=(32, 32),
 )
 EVAL_SIZE = 16
-
-
-def _fixture_module(name: str):
-    """A script of tests/fixtures (they import each other by name) as a module."""
-    path = ROOT / "tests" / "fixtures" / f"{name}.py"
-    sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------- data
@@ -404,7 +394,7 @@ def train_side_by_side(
     """Trains the reference and each gcd_jax variant for ``args.steps`` steps from the same
     weights; returns the log rows (one per log point and implementation) and, if ``check``, the
     ``gradient_check`` at the initial weights."""
-    fixture = _fixture_module("make_loss_fixture")
+    fixture = configs.fixture_module("make_loss_fixture")
     classes = fixture.load_reference(args.gcdp_dir)
     _, _, params = fixture.make_unet_fixture.micro_model(CASE, seed=0)
     sides = {"reference": Reference(fixture, classes, params, args.lr, seed)}
@@ -536,7 +526,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     batches, eval_batch = demo_data(args.steps, args.batch, args.data_seed)
     draws = eval_draws(eval_batch)
-    config, model, _ = _fixture_module("make_unet_fixture").micro_model(CASE, seed=0)
+    config, model, _ = configs.fixture_module("make_unet_fixture").micro_model(CASE, seed=0)
     config.text.drop_prob = 0.1
     config.optim.update(learning_rate=args.lr, b1=0.9, b2=0.99, eps=1e-8)
     config.optim.update(warmup_steps=0, grad_clip=0.0)

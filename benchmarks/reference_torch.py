@@ -24,7 +24,6 @@ Float32, eager, all CPU threads (``torch.get_num_threads()``).
 """
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import resource
@@ -43,22 +42,14 @@ from benchmarks import configs  # noqa: E402
 GUIDANCE = 3.0
 
 
-def _fixture(name: str):
-    path = ROOT / "tests" / "fixtures" / f"{name}.py"
-    sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def build(gcdp_dir: str, name: str):
     """``(imagen, unet, config)``: the authors' JointImagen around a JointUnet of config ``name``,
     PyTorch's default initialisation."""
     import torch
 
     torch.manual_seed(0)
-    unet_fixture, loss_fixture = _fixture("make_unet_fixture"), _fixture("make_loss_fixture")
+    unet_fixture = configs.fixture_module("make_unet_fixture")
+    loss_fixture = configs.fixture_module("make_loss_fixture")
     classes = loss_fixture.load_reference(gcdp_dir)
     config = configs.get(name)
     case = configs.reference_case(config)

@@ -101,11 +101,7 @@ class JointUNet(nn.Module):
     scan_blocks: bool = False
 
     def _block(self, module_class):
-        """``module_class``, wrapped in ``nn.remat`` with the policy ``self.remat`` names."""
-        if self.remat == "none":
-            return module_class
-        policy = None if self.remat == "blocks" else getattr(jax.checkpoint_policies, self.remat)
-        return nn.remat(module_class, policy=policy)
+        return _rematerialised(module_class, self.remat)
 
     def _resnet(
         self,
@@ -309,6 +305,14 @@ class JointUNet(nn.Module):
         eps_hat = _zero_head(3, "eps_head")(x)
         logits = _zero_head(self.num_classes, "label_head")(x) if self.joint else None
         return eps_hat, logits
+
+
+def _rematerialised(module_class, remat: str):
+    """``module_class``, wrapped in ``nn.remat`` with the policy ``remat`` names ('none': as is)."""
+    if remat == "none":
+        return module_class
+    policy = None if remat == "blocks" else getattr(jax.checkpoint_policies, remat)
+    return nn.remat(module_class, policy=policy)
 
 
 class _ScanStep(nn.Module):
