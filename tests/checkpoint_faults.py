@@ -24,13 +24,14 @@ def copy_run(workdir: str, target) -> str:
 
 
 def damage(workdir: str, step: int, how: str) -> None:
-    """Damages every data file of checkpoint ``step``'s state: cut to half, replaced by 100 random
-    bytes, or deleted."""
+    """Damages every data file of checkpoint ``step``'s state: cut to its first 64 bytes, replaced
+    by 100 random bytes, or deleted. (Cut to 64 bytes, not to half: Orbax writes the arrays in no
+    fixed order, and a half that still holds every EMA array whole restores for sampling, rightly.)"""
     folder = os.path.join(workdir, "checkpoints", str(step), "state", "ocdbt.process_0", "d")
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
         if how == "truncate":
-            os.truncate(path, os.path.getsize(path) // 2)
+            os.truncate(path, min(64, os.path.getsize(path) // 2))
         elif how == "overwrite":
             with open(path, "wb") as f:
                 f.write(os.urandom(100))
