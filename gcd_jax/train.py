@@ -5,6 +5,7 @@ the batch is sharded over the ``data`` mesh axis and everything else is replicat
 runs on one CPU, eight fake CPU devices, a GPU box or a TPU pod slice.
 """
 
+import collections
 import functools
 import os
 import signal
@@ -43,10 +44,13 @@ def train_step(
     process: joint.Process,
     optimizer: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
+    grad_shardings: PyTree | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on the global batch ``{image, label, tokens, mask, has_text}``.
 
     RNG: ``fold_in(state.key, step)``, then per micro-batch; the process splits it by purpose.
+    ``grad_shardings``: the parameters' shardings, imposed on the gradients (and the accumulator)
+    so that a sharded state's gradients are reduce-scattered, never held whole on a device.
     Returns the new state and scalar metrics (means over the global batch, norms).
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
@@ -58,7 +62,15 @@ def train_step(
         per_example = joint.loss(process, nets.apply, params, inputs, micro_key)  # [B]
         return jnp.mean(per_example["loss"]), per_example
 
-    grad_fn = jax.grad(loss_fn, has_aux=True)
+    def laid_out(tree):
+        if grad_shardings is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, grad_shardings)
+
+    def grad_fn(params, micro, micro_key):
+        grads, per_example = jax.grad(loss_fn, has_aux=True)(params, micro, micro_key)
+        return laid_out(grads), per_example
+
     if num_micro == 1:
         grads, per_example = grad_fn(state.params, batch, key)
     else:
@@ -68,7 +80,7 @@ def train_step(
             grads, per_example = grad_fn(state.params, micro, jax.random.fold_in(key, i))
             return jax.tree.map(jnp.add, total, grads), per_example
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        zeros = laid_out(jax.tree.map(jnp.zeros_like, state.params))
         grads, per_example = jax.lax.scan(
             accumulate, zeros, (_micro_batches(batch, num_micro), jnp.arange(num_micro))
         )
@@ -97,11 +109,16 @@ def compile_train_step(
 ) -> Any:
     """``jit`` of ``train_step`` with the batch sharded over ``data``, the state laid out by
     ``state_shardings`` and donated, the rest replicated."""
-    step_fn = functools.partial(
-        train_step, nets=nets, process=process, optimizer=optimizer, config=config
-    )
     replicated = sharding.replicated(mesh)
     state = state_shardings(config, nets, optimizer, mesh)
+    step_fn = functools.partial(
+        train_step,
+        nets=nets,
+        process=process,
+        optimizer=optimizer,
+        config=config,
+        grad_shardings=state.params if config.train.shard_state else None,
+    )
     return jax.jit(
         step_fn,
         in_shardings=(state, sharding.batch_sharded(mesh), replicated),
@@ -192,6 +209,28 @@ def log_recipe(config: ml_collections.ConfigDict) -> str:
     return text
 
 
+# Compiled programs of this process: (what, config as JSON, mesh) -> compiled program. A second
+# run in the same process (a notebook, the tests) skips tracing, compiling and reading the
+# persistent cache (together ~20 s even for the tests' tiny model); the config fixes every shape.
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_MAX_PROGRAMS = 8
+
+
+def _compiled(what: str, config, mesh, jitted, *args):
+    """``jitted.lower(*args).compile()`` once per (``what``, config, mesh) in this process;
+    returns (program, seconds spent compiling: 0.0 when it was already there)."""
+    key = (what, config.to_json(), mesh)
+    if key in _PROGRAMS:
+        _PROGRAMS.move_to_end(key)
+        return _PROGRAMS[key], 0.0
+    t0 = time.perf_counter()
+    program = jitted.lower(*args).compile()
+    _PROGRAMS[key] = program
+    if len(_PROGRAMS) > _MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    return program, time.perf_counter() - t0
+
+
 def _restore_or_init(ckpt, config, nets, optimizer, mesh):
     """(state, next batch index): the newest checkpoint of the workdir that restores (damaged
     newer ones are moved aside with a warning), else a fresh state."""
@@ -200,8 +239,11 @@ def _restore_or_init(ckpt, config, nets, optimizer, mesh):
     restored = ckpt.restore_newest(target)
     if restored is not None:
         return restored
-    init = functools.partial(init_state, nets=nets, optimizer=optimizer)
-    return jax.jit(init, out_shardings=shardings)(jax.random.key(config.train.seed)), 0
+    key = jax.random.key(config.train.seed)
+    init = jax.jit(
+        functools.partial(init_state, nets=nets, optimizer=optimizer), out_shardings=shardings
+    )
+    return _compiled("init", config, mesh, init, key)[0](key), 0
 
 
 def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
@@ -243,9 +285,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         while step < config.train.num_steps and not preemption.requested:
             batch = sharding.shard_batch(next(data), mesh)
             if step == start:
-                t0 = time.perf_counter()
-                step_fn = step_fn.lower(state, batch, frozen).compile()
-                log.message(f"compiled the train step in {time.perf_counter() - t0:.1f} s")
+                step_fn, seconds = _compiled(
+                    "train_step", config, mesh, step_fn, state, batch, frozen
+                )
+                if seconds:
+                    log.message(f"compiled the train step in {seconds:.1f} s")
             state, metrics = step_fn(state, batch, frozen)
             step += 1
             if step % config.train.log_every == 0 or step == config.train.num_steps:

@@ -1,6 +1,7 @@
 """The training driver: one real run on the demo data, resume equality, multi-device equality,
 overfitting, and config errors through the CLI."""
 
+import functools
 import json
 import os
 import pathlib
@@ -51,11 +52,24 @@ def test_incompatible_checkpoint_is_refused(trained_demo, demo_data_dir):
         train.train_and_evaluate(other, workdir)
 
 
+@functools.cache
+def initial_state():
+    """The tests' demo model's initial train state on the host (one init program for every test
+    here, laid out on each mesh by ``jax.device_put``)."""
+    from gcd_jax.networks import build_networks
+
+    config = small_demo_config("unused")
+    nets = build_networks(config)
+    optimizer = train_state.make_optimizer(config.optim)
+    state = jax.jit(lambda k: train_state.init_state(k, nets, optimizer))(jax.random.key(0))
+    return jax.device_get(state)
+
+
 def one_step(devices, accum=1, shard=False, keep=None):
     """One train step of the tests' demo model (``small_demo_config``: dim 16, batch 8) on a mesh
-    over ``devices``, the state initialised as training does it (8 devices, accum 1: the session
-    run's compiled program). ``shard``: FSDP state, every array split (``shard_min_bytes=0``);
-    ``keep``: a dict that receives the config and the state."""
+    over ``devices`` (8 devices, accum 1: the session run's compiled program). ``shard``: FSDP
+    state, every array split (``shard_min_bytes=0``); ``keep``: a dict that receives the config
+    and the state."""
     from gcd_jax import joint, sharding
     from gcd_jax.networks import build_networks
 
@@ -65,11 +79,7 @@ def one_step(devices, accum=1, shard=False, keep=None):
     mesh = sharding.make_mesh(devices)
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
-    init = jax.jit(
-        lambda k: train_state.init_state(k, nets, optimizer),
-        out_shardings=train.state_shardings(config, nets, optimizer, mesh),
-    )
-    state = init(jax.random.key(0))
+    state = jax.device_put(initial_state(), train.state_shardings(config, nets, optimizer, mesh))
     rng = np.random.default_rng(0)
     tokens, mask = nets.text.tokenize(["a red circle"] * 4 + ["two blue squares"] * 4)
     batch = dict(
@@ -190,11 +200,7 @@ def test_loss_decreases_overfitting_a_tiny_batch():
     mesh = sharding.make_mesh()
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
-    init = jax.jit(
-        lambda k: train_state.init_state(k, nets, optimizer),
-        out_shardings=sharding.replicated(mesh),
-    )
-    state = init(jax.random.key(0))
+    state = jax.device_put(initial_state(), sharding.replicated(mesh))
     rng = np.random.default_rng(0)
     label = np.zeros((8, 32, 32), np.int32)
     label[:, 8:24, 8:24] = rng.integers(1, 8, (8, 1, 1))
