@@ -224,3 +224,36 @@ def test_loss_decreases_overfitting_a_tiny_batch():
         state, _ = step(state, batch, {})
     after = float(fixed_loss(state.params))
     assert after < 0.8 * before, (before, after)
+
+
+def test_compiled_programs_are_reused_only_for_the_same_config_and_mesh(monkeypatch):
+    """``train._compiled`` (what a second ``train_and_evaluate`` in one process reuses): the same
+    program for the same (what, config, mesh); any other model field, mesh or program compiles."""
+    import collections
+    import types
+
+    from gcd_jax import sharding
+
+    lowered = []
+
+    class Jitted:
+        def lower(self, *args):
+            lowered.append(args)
+            return types.SimpleNamespace(compile=object)
+
+    monkeypatch.setattr(train, "_PROGRAMS", collections.OrderedDict())
+    config, mesh = small_demo_config("unused"), sharding.make_mesh()
+    first, _ = train._compiled("train_step", config, mesh, Jitted(), 1)
+    again, seconds = train._compiled(
+        "train_step", config.copy_and_resolve_references(), mesh, Jitted(), 1
+    )
+    assert again is first and seconds == 0.0 and len(lowered) == 1
+    other = small_demo_config("unused")
+    other.model.dim = 8
+    for args in (
+        ("train_step", other, mesh),
+        ("train_step", config, sharding.make_mesh(jax.devices()[:1])),
+        ("init", config, mesh),
+    ):
+        assert train._compiled(*args, Jitted(), 1)[0] is not first
+    assert len(lowered) == 4
