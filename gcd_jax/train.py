@@ -44,13 +44,10 @@ def train_step(
     process: joint.Process,
     optimizer: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
-    grad_shardings: PyTree | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on the global batch ``{image, label, tokens, mask, has_text}``.
 
     RNG: ``fold_in(state.key, step)``, then per micro-batch; the process splits it by purpose.
-    ``grad_shardings``: the parameters' shardings, imposed on the gradients (and the accumulator)
-    so that a sharded state's gradients are reduce-scattered, never held whole on a device.
     Returns the new state and scalar metrics (means over the global batch, norms).
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
@@ -62,15 +59,7 @@ def train_step(
         per_example = joint.loss(process, nets.apply, params, inputs, micro_key)  # [B]
         return jnp.mean(per_example["loss"]), per_example
 
-    def laid_out(tree):
-        if grad_shardings is None:
-            return tree
-        return jax.lax.with_sharding_constraint(tree, grad_shardings)
-
-    def grad_fn(params, micro, micro_key):
-        grads, per_example = jax.grad(loss_fn, has_aux=True)(params, micro, micro_key)
-        return laid_out(grads), per_example
-
+    grad_fn = jax.grad(loss_fn, has_aux=True)
     if num_micro == 1:
         grads, per_example = grad_fn(state.params, batch, key)
     else:
@@ -80,7 +69,7 @@ def train_step(
             grads, per_example = grad_fn(state.params, micro, jax.random.fold_in(key, i))
             return jax.tree.map(jnp.add, total, grads), per_example
 
-        zeros = laid_out(jax.tree.map(jnp.zeros_like, state.params))
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
         grads, per_example = jax.lax.scan(
             accumulate, zeros, (_micro_batches(batch, num_micro), jnp.arange(num_micro))
         )
@@ -109,16 +98,11 @@ def compile_train_step(
 ) -> Any:
     """``jit`` of ``train_step`` with the batch sharded over ``data``, the state laid out by
     ``state_shardings`` and donated, the rest replicated."""
+    step_fn = functools.partial(
+        train_step, nets=nets, process=process, optimizer=optimizer, config=config
+    )
     replicated = sharding.replicated(mesh)
     state = state_shardings(config, nets, optimizer, mesh)
-    step_fn = functools.partial(
-        train_step,
-        nets=nets,
-        process=process,
-        optimizer=optimizer,
-        config=config,
-        grad_shardings=state.params if config.train.shard_state else None,
-    )
     return jax.jit(
         step_fn,
         in_shardings=(state, sharding.batch_sharded(mesh), replicated),
@@ -288,8 +272,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 step_fn, seconds = _compiled(
                     "train_step", config, mesh, step_fn, state, batch, frozen
                 )
-                if seconds:
-                    log.message(f"compiled the train step in {seconds:.1f} s")
+                log.message(
+                    f"compiled the train step in {seconds:.1f} s"
+                    if seconds
+                    else "the train step was compiled earlier in this process"
+                )
             state, metrics = step_fn(state, batch, frozen)
             step += 1
             if step % config.train.log_every == 0 or step == config.train.num_steps:
