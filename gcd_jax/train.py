@@ -95,14 +95,18 @@ def compile_train_step(
     process: joint.Process,
     optimizer: optax.GradientTransformation,
     mesh: jax.sharding.Mesh,
+    state_layout: Any = None,
 ) -> Any:
     """``jit`` of ``train_step`` with the batch sharded over ``data``, the state laid out by
-    ``state_shardings`` and donated, the rest replicated."""
+    ``state_layout`` (default ``state_shardings``; pass those of a state already built to skip
+    tracing the init again) and donated, the rest replicated."""
     step_fn = functools.partial(
         train_step, nets=nets, process=process, optimizer=optimizer, config=config
     )
     replicated = sharding.replicated(mesh)
-    state = state_shardings(config, nets, optimizer, mesh)
+    state = state_layout
+    if state is None:
+        state = state_shardings(config, nets, optimizer, mesh)
     return jax.jit(
         step_fn,
         in_shardings=(state, sharding.batch_sharded(mesh), replicated),
@@ -260,7 +264,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     )
     log_recipe(config)
     data = pipeline.create_train_iterator(config, nets.text.tokenize, start_step=next_batch)
-    step_fn = compile_train_step(config, nets, process, optimizer, mesh)
+    layout = jax.tree.map(lambda x: x.sharding, state)
+    step_fn = compile_train_step(config, nets, process, optimizer, mesh, layout)
     log = MetricLog(workdir, start, config.train.num_steps, jax.process_index() == 0)
     sample_inputs = _sample_inputs(config)
     preemption = _Preemption()
