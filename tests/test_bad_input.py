@@ -253,7 +253,9 @@ def _(request, tmp_path):
             assert int(state.step) == 2 and next_batch == 2 and ckpt.steps() == [2]
         finally:
             ckpt.close()
-        (message,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        (message,) = [
+            r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "absl"
+        ]
         _, aside = sorted(os.listdir(os.path.join(damaged, "checkpoints")))
         assert aside.startswith("4.damaged-") and aside in message
         assert os.listdir(os.path.join(damaged, "checkpoints", aside, "state"))

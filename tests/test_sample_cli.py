@@ -1,12 +1,14 @@
 """``--mode sample`` and ``--mode outpaint`` (the functions run.py calls, in-process) on the
-checkpoint of the session's tiny training run, and the SR cascade: both tiny stages trained a few
-steps, then the cascade through the real CLI (the suite's one run.py sampling subprocess)."""
+checkpoint of the session's tiny training run, and the SR cascade: a tiny base stage and a tiny
+SR stage trained two steps, then the cascade through the real CLI (the suite's one run.py sampling
+subprocess)."""
 
 import json
 import pathlib
 import subprocess
 import sys
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -95,14 +97,34 @@ def sr_configs(data_dir):
 
 @pytest.fixture(scope="module")
 def trained_cascade(demo_data_dir, tmp_path_factory):
-    from gcd_jax import train
+    """Both stages' workdirs at step 2. The base stage: its initial state, saved as step 2 (the
+    driver's base-model training is the session's ``trained_demo``; here it would only add a
+    compile). The SR stage: trained by the driver, 2 steps of 16 examples in 2 accumulation steps
+    over the 8 devices, with sample grids of held-out low-res pairs."""
+    from gcd_jax import checkpoint, train, train_state
+    from gcd_jax.networks import build_networks
 
     base, sr = sr_configs(demo_data_dir)
-    sr.train.sample_every, sr.train.num_sample_images = 2, 3  # grids on held-out low-res pairs
+    sr.train.sample_every, sr.train.num_sample_images = 2, 3
+    sr.train.global_batch_size, sr.train.grad_accum_steps = 16, 2
     dirs = {name: str(tmp_path_factory.mktemp(name)) for name in ("base16", "sr")}
-    train.train_and_evaluate(base, dirs["base16"])
+    nets, optimizer = build_networks(base), train_state.make_optimizer(base.optim)
+    state = jax.jit(lambda key: train_state.init_state(key, nets, optimizer))(jax.random.key(0))
+    ckpt = checkpoint.Checkpointer(dirs["base16"], base)
+    ckpt.save(2, state, 2)
+    ckpt.close()
     train.train_and_evaluate(sr, dirs["sr"])
     return base, sr, dirs
+
+
+def test_sr_stage_trains_with_gradient_accumulation(trained_cascade):
+    """The SR stage's two steps (2 micro-batches of 8 each, sharded over 8 devices) logged finite
+    image and layout losses and left a checkpoint at step 2."""
+    _, sr, dirs = trained_cascade
+    lines = [json.loads(x) for x in open(pathlib.Path(dirs["sr"]) / "metrics.jsonl")]
+    assert [x["step"] for x in lines] == [1, 2]
+    assert all(np.isfinite(x["loss_img"]) and x["loss_lbl"] > 0 for x in lines)
+    assert (pathlib.Path(dirs["sr"]) / "checkpoints" / "2").is_dir()
 
 
 def test_sr_training_grid_and_start_at_the_sr_stage(trained_cascade, tmp_path):
