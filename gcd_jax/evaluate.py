@@ -15,7 +15,7 @@ smaller), then scores them with the functions of ``metrics``:
   ``features=`` an Inception callable to ``evaluate_main`` for the usual FID).
 
 Writes ``{workdir}/eval/step_{S}/report.json``, ``report.md`` and ``examples.png`` (best pairs on
-top, worst below, by per-sample alignment mIoU, else recall).
+top, worst below, by per-sample recall of the named classes, see ``ranking_score``).
 """
 
 import json
@@ -116,8 +116,11 @@ def score_pairs(
 
 
 def ranking_score(arrays: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
-    """The per-sample score examples are ranked by: alignment mIoU, else recall (image, layout)."""
-    for name in ("miou", "recall_image", "recall_layout"):
+    """The per-sample score examples are ranked by: recall of the named classes in the image (the
+    paper's text–image correspondence; the same ranking for joint and image-only models), else in
+    the layout, else image–layout mIoU (an empty image over an empty layout aligns perfectly, so
+    mIoU alone ranks blank samples best)."""
+    for name in ("recall_image", "recall_layout", "miou"):
         if name in arrays:
             return name, arrays[name]
     return None

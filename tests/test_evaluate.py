@@ -55,6 +55,20 @@ def test_score_pairs_by_hand():
     np.testing.assert_allclose(arrays["miou"], [(32 / 48 + 1 + 0) / 3, 1.0])
 
 
+def test_examples_are_ranked_by_what_the_text_names_not_by_blank_agreement():
+    """A blank image over a blank layout aligns perfectly (mIoU 1) but draws nothing the prompt
+    names; the pair that draws the red square it names ranks best."""
+    layouts = np.zeros((2, 8, 8), np.int32)
+    layouts[1, 2:6, 2:6] = 1
+    prompts = ["A red square."] * 2
+    _, arrays, _ = evaluate.score_pairs(
+        DEMO, prompts, demo_pair(layouts), layouts, scenes.segment_demo, min_fraction=0.05
+    )
+    np.testing.assert_allclose(arrays["miou"], [1.0, 1.0])
+    _, score = evaluate.ranking_score(arrays)
+    assert evaluate.best_and_worst(score, 1) == ([1], [0])
+
+
 def test_score_pairs_skips_with_reasons_without_segmenter_or_layout(caplog):
     images = demo_pair(np.zeros((1, 4, 4), np.int32))
     with caplog.at_level(logging.WARNING):
