@@ -93,6 +93,7 @@ MODES = {
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    runtime.add_xla_flags(_CONFIG.value)  # before the first device use, where XLA reads them
     if _MULTIHOST.value:
         jax.distributed.initialize()
     logging.info(

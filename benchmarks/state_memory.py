@@ -40,10 +40,11 @@ def analyse(dim: int, devices: int, overrides: dict) -> dict:
     import jax
     import numpy as np
 
-    from gcd_jax import joint, sharding, train, train_state
+    from gcd_jax import joint, runtime, sharding, train, train_state
     from gcd_jax.networks import build_networks
 
     config = _config(dim, devices, overrides)
+    runtime.add_xla_flags(config)  # the first variant's, for the whole process (as run.py)
     mesh = sharding.make_mesh()
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)

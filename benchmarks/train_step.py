@@ -44,7 +44,7 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
 
     from benchmarks import configs
     from benchmarks.demo_curve import parse_variant
-    from gcd_jax import joint, sharding, train, train_state
+    from gcd_jax import joint, runtime, sharding, train, train_state
     from gcd_jax.networks import build_networks
 
     config = configs.get(name)
@@ -53,6 +53,7 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
 
     variant_name, overrides = parse_variant(variant)
     config.update_from_flattened_dict(overrides)
+    runtime.add_xla_flags(config)  # as run.py does (each variant is its own process)
     mesh = sharding.make_mesh()
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)

@@ -4,8 +4,27 @@ import os
 
 import jax
 import ml_collections
+from jax._src import xla_bridge  # no public API says whether the backends have started
 
 ENV_VAR = "JAX_COMPILATION_CACHE_DIR"
+
+
+def add_xla_flags(config: ml_collections.ConfigDict) -> str:
+    """Adds ``config.train.xla_flags`` to ``$XLA_FLAGS`` (a flag already set there keeps its
+    value) and returns the result. XLA reads ``$XLA_FLAGS`` once, when the first device is used:
+    call this before anything touches ``jax.devices()``; later it raises."""
+    current = os.environ.get("XLA_FLAGS", "").split()
+    present = {flag.split("=")[0] for flag in current}
+    added = [f for f in config.train.xla_flags.split() if f.split("=")[0] not in present]
+    if not added:
+        return " ".join(current)
+    if xla_bridge.backends_are_initialized():
+        raise RuntimeError(
+            f"train.xla_flags {added} must be set before JAX's first device use: set them in "
+            "$XLA_FLAGS instead."
+        )
+    os.environ["XLA_FLAGS"] = " ".join(current + added)
+    return os.environ["XLA_FLAGS"]
 
 
 def compile_cache_dir(config: ml_collections.ConfigDict, workdir: str) -> str | None:

@@ -13,19 +13,21 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "gcd_jax_test_xla_cache")
 )
 
-# Eight fake CPU devices for every test, set once before JAX is imported: the drivers run
-# data-parallel over all of them, and single-device references use ``make_mesh(devices[:1])``.
-FAST_COMPILE_FLAGS = (
-    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
-    "--xla_force_host_platform_device_count=8"
-)
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
 import ml_collections  # noqa: E402
 import pytest  # noqa: E402
 
-from experiments import base  # noqa: E402
+from experiments import base  # noqa: E402  (no JAX import)
+
+# Eight fake CPU devices for every test, set once before JAX is imported: the drivers run
+# data-parallel over all of them, and single-device references use ``make_mesh(devices[:1])``.
+# The runs' own ``train.xla_flags`` too, so that the CLI subprocesses (which add them) compile
+# the same programs as the in-process tests and share their persistent cache.
+FAST_COMPILE_FLAGS = (
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+    f"--xla_force_host_platform_device_count=8 {base.get_config().train.xla_flags}"
+)
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 def make_tiny_config() -> ml_collections.ConfigDict:
