@@ -12,7 +12,9 @@ MFU = XLA cost-analysis FLOPs / median step time / the stated peak of this CPU.
         --variant "bf16 moments:optim.moment_dtype=bfloat16" --variant "remat:model.remat=blocks"
 
 ``--variant NAME:FIELD=VALUE;...`` (as in ``benchmarks/demo_curve.py``) measures each config
-with those overrides, each in its own subprocess; peak GiB is the process's peak resident memory.
+with those overrides, each in its own subprocess; peak GiB is the process's peak resident memory
+(also as it stood once the step was compiled: on CPU XLA's compiler shares the process), "XLA
+plan" the step's arguments + temporaries from ``memory_analysis()``: what an accelerator holds.
 ``--cached`` gives every run a fresh persistent compilation cache and starts it a second time
 (compile only): the second start's compile is what a restart after a preemption pays.
 ``--reference DIR`` (a checkout of github.com/pmh9960/GCDP) also times the authors' train step on
@@ -75,6 +77,9 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
     step = train.compile_train_step(config, nets, process, optimizer, mesh)
     compiled = step.lower(state, batch, {}).compile()
     compile_s = time.perf_counter() - t0
+    compile_peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    memory = compiled.memory_analysis()  # XLA's plan: the device memory the step needs
+    plan_gib = (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**30
     flops = compiled.cost_analysis()["flops"]
     if steps == 0:  # compile only (the --cached second start)
         return {"compile_s": compile_s}
@@ -96,6 +101,8 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
         "step_s": statistics.median(times),
         "flops": flops,
         "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "compile_peak_gib": compile_peak_gib,
+        "plan_gib": plan_gib,
     }
 
 
@@ -145,7 +152,7 @@ def main():
     )
     head = (
         "| config | variant | U-Net params | batch | size | compile s | s/step | images/s | peak GiB "
-        "| GFLOP/step | MFU |"
+        "| peak GiB by the end of compile | XLA plan GiB | GFLOP/step | MFU |"
     )
     if args.cached:
         head += " compile s, second start (cached) |"
@@ -158,7 +165,8 @@ def main():
         line = (
             f"| {r['config']} | {r['variant']} | {r['params']:,} | {r['batch']} | {r['size']} "
             f"| {r['compile_s']:.0f} | {r['step_s']:.3f} | {r['batch'] / r['step_s']:.2f} "
-            f"| {r['peak_gib']:.2f} | {r['flops'] / 1e9:.1f} | {mfu:.1%} |"
+            f"| {r['peak_gib']:.2f} | {r['compile_peak_gib']:.2f} | {r['plan_gib']:.2f} "
+            f"| {r['flops'] / 1e9:.1f} | {mfu:.1%} |"
         )
         if args.cached:
             line += f" {r['cached_compile_s']:.1f} |"
