@@ -74,18 +74,14 @@ def test_incompatible_checkpoint_is_refused(trained_demo, demo_data_dir):
 def initial_state():
     """The tests' demo model's initial train state on the host (one init program for every test
     here, laid out on each mesh by ``jax.device_put``)."""
-    from gcd_jax.networks import build_networks
-
-    config = small_demo_config("unused")
-    nets = build_networks(config)
-    optimizer = train_state.make_optimizer(config.optim)
+    _, nets, optimizer, _, _, _ = compiled(1)
     state = jax.jit(lambda k: train_state.init_state(k, nets, optimizer))(jax.random.key(0))
     return jax.device_get(state)
 
 
 @functools.cache
 def compiled(num_devices: int, shard: bool = False):
-    """(config, nets, optimizer, mesh, jitted train step) of the tests' demo model
+    """(config, nets, optimizer, mesh, state layout, jitted train step) of the tests' demo model
     (``small_demo_config``: dim 16, batch 8) on the first ``num_devices`` devices; ``shard``:
     FSDP state, arrays of 16 KiB or more split (284 of its 1 552). Shared by the tests: each
     program is traced once (8 devices, replicated, is also the session run's XLA program)."""
@@ -97,8 +93,9 @@ def compiled(num_devices: int, shard: bool = False):
     mesh = sharding.make_mesh(jax.devices()[:num_devices])
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
-    step = train.compile_train_step(config, nets, process, optimizer, mesh)
-    return config, nets, optimizer, mesh, step
+    layout = train.state_shardings(config, nets, optimizer, mesh)
+    step = train.compile_train_step(config, nets, process, optimizer, mesh, layout)
+    return config, nets, optimizer, mesh, layout, step
 
 
 def one_step(num_devices, shard=False, keep=None):
@@ -106,8 +103,8 @@ def one_step(num_devices, shard=False, keep=None):
     fixed batch; ``keep``: a dict that receives the config and the state."""
     from gcd_jax import sharding
 
-    config, nets, optimizer, mesh, step = compiled(num_devices, shard)
-    state = jax.device_put(initial_state(), train.state_shardings(config, nets, optimizer, mesh))
+    config, nets, optimizer, mesh, layout, step = compiled(num_devices, shard)
+    state = jax.device_put(initial_state(), layout)
     rng = np.random.default_rng(0)
     tokens, mask = nets.text.tokenize(["a red circle"] * 4 + ["two blue squares"] * 4)
     batch = dict(
@@ -217,8 +214,7 @@ def test_loss_decreases_overfitting_a_tiny_batch():
     ``fold_in(state.key, state.step)``; it reports the loss before its update)."""
     from gcd_jax import sharding
 
-    config, nets, optimizer, mesh, step = compiled(8)
-    layout = train.state_shardings(config, nets, optimizer, mesh)
+    _, nets, _, mesh, layout, step = compiled(8)
     state = jax.device_put(initial_state(), layout)
     rng = np.random.default_rng(0)
     label = np.zeros((8, 32, 32), np.int32)
