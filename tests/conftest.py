@@ -3,16 +3,21 @@
 Compiled XLA programs go to a persistent cache shared by the tests and their subprocesses, so the
 same program (e.g. the tiny train step in several tests) compiles once per machine, and XLA's CPU
 backend skips its expensive LLVM passes: tests run tiny programs once, where compile time dominates
-(the tiny train step compiles about twice as fast).
+(the tiny train step compiles about twice as fast). The suite runs on two pytest-xdist worker
+processes (``pyproject.toml``); XLA:CPU compiles a program on about one core, so two workers use
+both of a 2-core machine. Fixtures that train (``trained_demo``) are built once for both.
 """
 
 import os
+import pathlib
+import shutil
 import tempfile
 
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "gcd_jax_test_xla_cache")
 )
 
+import filelock  # noqa: E402
 import ml_collections  # noqa: E402
 import pytest  # noqa: E402
 
@@ -86,12 +91,33 @@ def demo_data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tfds")
 
 
+def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
+    """``build(path)`` run once per test run, also when pytest-xdist spreads the tests over
+    several worker processes (``-n``): the first worker to ask builds under a file lock in the
+    directory the workers share, the others wait for it and get the same path."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' basetemps are siblings in the run's directory
+    path = root / name
+    with filelock.FileLock(f"{path}.lock"):
+        if not (path / ".built").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            build(path)
+            (path / ".built").touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def trained_demo(demo_data_dir, tmp_path_factory):
-    """(config, workdir) of a 4-step tiny demo run with its checkpoints."""
+    """(config, workdir) of a 4-step tiny demo run with its checkpoints: trained once per test
+    run; each worker process gets its own copy, which its tests may write into."""
     from gcd_jax import train
 
     config = small_demo_config(demo_data_dir)
-    workdir = str(tmp_path_factory.mktemp("trained_demo"))
-    train.train_and_evaluate(config, workdir)
-    return config, workdir
+    shared = built_once(
+        tmp_path_factory, "trained_demo", lambda path: train.train_and_evaluate(config, str(path))
+    )
+    workdir = tmp_path_factory.mktemp("trained_demo")
+    shutil.copytree(shared, workdir, dirs_exist_ok=True)
+    return config, str(workdir)
