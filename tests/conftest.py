@@ -35,6 +35,19 @@ os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
+# The files that take minutes (train-step compiles, fixtures that train) go first, so that the
+# two workers, which take whole files in this order (``--no-loadscope-reorder``), end together.
+SLOW_FILES_FIRST = ("test_train.py", "test_unet.py", "test_bad_input.py", "test_sample_cli.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return SLOW_FILES_FIRST.index(name) if name in SLOW_FILES_FIRST else len(SLOW_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: each file's own order is kept
+
+
 def make_tiny_config() -> ml_collections.ConfigDict:
     """The base config with DESIGN §4's "tiny" U-Net (dim 32, mults (1, 2, 4), one residual block
     per level, self- and cross-attention at the third level only, 2 heads of 32, K = 8, 32×32)."""
