@@ -203,6 +203,18 @@ def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigD
     return ml_collections.ConfigDict(_tuples(saved["config"]))
 
 
+def _save_replicated_arrays_whole() -> None:
+    """On CPU, where a host's devices share its memory, writes each replicated array from one
+    replica, as Orbax does on GPU. Orbax's replica-parallel save (its default elsewhere) splits
+    the writing of a replicated array over its replicas, which on CPU buys nothing and compiles a
+    slice program per array shape and device: on 8 fake CPU devices half the time of the tests'
+    4-step demo run (77 vs 39 s). Orbax's handler registry is global: this is one per process."""
+    if jax.default_backend() == "cpu":
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
+        )
+
+
 class Checkpointer:
     """Keeps the last ``config.train.keep_checkpoints`` checkpoints of one workdir.
 
@@ -213,6 +225,7 @@ class Checkpointer:
         self._workdir = workdir
         self._config = config.to_dict()
         if create:
+            _save_replicated_arrays_whole()
             self._manager = ocp.CheckpointManager(
                 os.path.abspath(os.path.join(workdir, "checkpoints")),
                 options=ocp.CheckpointManagerOptions(
