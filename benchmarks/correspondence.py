@@ -34,12 +34,13 @@ COLUMNS = (
 )
 
 
-def specs(seeds: list[int], fractions: list[float]) -> list[str]:
+def specs(seeds: list[int], fractions: list[float], models=tuple(MODELS)) -> list[str]:
     """demo_curve variant specs, seed-major (a partial run still compares every cell)."""
     out = []
     for seed in seeds:
         for fraction in fractions:
-            for name, joint in MODELS.items():
+            for name in models:
+                joint = MODELS[name]
                 out.append(
                     f"{name}_c{fraction:g}_s{seed}:model.joint={joint};"
                     f"data.caption_fraction={fraction};data.seed={seed};train.seed={seed}"
@@ -58,31 +59,41 @@ def mean_std(values: list) -> str:
 
 def table(results: list[dict], fractions: list[float], args) -> str:
     lines = [
-        f"Demo scenes (experiments/demo.py), {args.num_samples} evaluated samples per run, guidance "
-        f"{args.guidance[0]:g}, mean ± std over seeds (FID-CP: Fréchet distance of 4x4 RGB thumbnails"
-        " + 4x4x4 RGB histograms, a weight-free fidelity proxy, not Inception FID).",
+        f"Demo scenes (experiments/demo.py), {args.num_samples} evaluated samples per run, mean ± "
+        "std over seeds; guidance W on both heads, or W/WL (image W, layout logits WL). FID-CP: "
+        "Fréchet distance of 4x4 RGB thumbnails + 4x4x4 RGB histograms, a weight-free fidelity "
+        "proxy, not Inception FID.",
         "",
-        "| steps | captions | model | seeds | " + " | ".join(t for _, t in COLUMNS) + " |",
-        "|---" * (len(COLUMNS) + 4) + "|",
+        "| steps | captions | model | guidance | seeds | "
+        + " | ".join(t for _, t in COLUMNS)
+        + " |",
+        "|---" * (len(COLUMNS) + 5) + "|",
     ]
-    for step in sorted({r["step"] for r in results}):
-        for fraction in fractions:
-            for name in MODELS:
-                prefix = f"{name}_c{fraction:g}_s"
-                rows = [
-                    r
-                    for r in results
-                    if r["step"] == step
-                    and r["variant"].startswith(prefix)
-                    and r["guidance"] == args.guidance[0]
-                ]
-                if not rows:
-                    continue
-                cells = [mean_std([r["metrics"].get(k) for r in rows]) for k, _ in COLUMNS]
-                seeds = ",".join(sorted(r["variant"][len(prefix) :] for r in rows))
-                lines.append(
-                    f"| {step} | {fraction:g} | {name} | {seeds} | " + " | ".join(cells) + " |"
-                )
+    cells = [
+        (step, fraction, name, guidance)
+        for step in sorted({r["step"] for r in results})
+        for fraction in fractions
+        for name in MODELS
+        for guidance in args.guidance
+    ]
+    for step, fraction, name, guidance in cells:
+        prefix = f"{name}_c{fraction:g}_s"
+        rows = [
+            r
+            for r in results
+            if r["step"] == step
+            and r["variant"].startswith(prefix)
+            and demo_curve.guidance_label(r) == guidance
+        ]
+        if not rows:
+            continue
+        values = [mean_std([r["metrics"].get(k) for r in rows]) for k, _ in COLUMNS]
+        seeds = ",".join(sorted(r["variant"][len(prefix) :] for r in rows))
+        lines.append(
+            f"| {step} | {fraction:g} | {name} | {guidance} | {seeds} | "
+            + " | ".join(values)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -91,12 +102,18 @@ def main() -> None:
     demo_curve.add_arguments(parser, steps=3000, eval_every=1000)
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (data + model).")
     parser.add_argument("--caption_fractions", default="0.25,1.0")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="Comma-separated, of: " + ", ".join(MODELS)
+    )
     parser.set_defaults(out="/tmp/correspondence")
     args = parser.parse_args()
-    args.guidance = [float(g) for g in str(args.guidance).split(",")]
+    args.guidance = demo_curve.parse_guidance(args.guidance)
     seeds = [int(s) for s in args.seeds.split(",")]
     fractions = [float(f) for f in args.caption_fractions.split(",")]
-    failed = demo_curve.run(args, specs(seeds, fractions))
+    models = args.models.split(",")
+    if unknown := set(models) - set(MODELS):
+        parser.error(f"--models: unknown {sorted(unknown)}; known: {', '.join(MODELS)}")
+    failed = demo_curve.run(args, specs(seeds, fractions, models))
     markdown = table(demo_curve.load_results(args), fractions, args)
     with open(os.path.join(args.out, "correspondence.md"), "w") as f:
         f.write(markdown)

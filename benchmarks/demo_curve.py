@@ -3,7 +3,7 @@
 A variant is the demo config (`experiments/demo.py`) plus overrides. Each variant trains in its
 own subprocess (`--jobs` at a time) with `train.train_and_evaluate`, keeping a checkpoint every
 `--eval_every` steps, and each kept checkpoint is scored by `--mode evaluate`'s code
-(`evaluate.evaluate_main`) at every `--guidance` scale. The table (`{out}/curve.md`, also printed)
+(`evaluate.evaluate_main`) at every `--guidance` scale (``W``, or ``W/WL`` per head). The table (`{out}/curve.md`, also printed)
 grows as results arrive; everything is resumable (finished evaluations are cached in
 `{out}/results/`, a half-trained variant resumes from its checkpoint).
 
@@ -77,8 +77,32 @@ def eval_steps(args) -> list[int]:
     return list(range(args.eval_every, args.steps + 1, args.eval_every))
 
 
-def result_path(args, name: str, step: int, guidance: float) -> str:
-    return os.path.join(args.out, "results", name, f"step{step}_g{guidance:g}.json")
+def parse_guidance(text: str) -> list[str]:
+    """'3,8,8/1' -> ['3', '8', '8/1']: ``W`` guides both heads, ``W/WL`` the image with ``W`` and
+    the layout logits with ``WL`` (``sample.label_guidance_scale``)."""
+    out = []
+    for item in filter(None, str(text).split(",")):
+        out.append("/".join(f"{float(w):g}" for w in item.split("/")))
+        if out[-1].count("/") > 1:
+            raise ValueError(f"--guidance: W or W/WL, got {item!r}")
+    return out
+
+
+def set_guidance(config: ml_collections.ConfigDict, label: str) -> None:
+    image, _, layout = label.partition("/")
+    config.sample.guidance_scale = float(image)
+    config.sample.label_guidance_scale = float(layout) if layout else None
+
+
+def guidance_label(record: dict) -> str:
+    """A result's guidance as ``parse_guidance`` writes it."""
+    layout = record.get("label_guidance")
+    return f"{record['guidance']:g}" + ("" if layout is None else f"/{layout:g}")
+
+
+def result_path(args, name: str, step: int, guidance: str) -> str:
+    tag = guidance.replace("/", "_l")  # '8' -> g8 (as before per-head guidance), '8/1' -> g8_l1
+    return os.path.join(args.out, "results", name, f"step{step}_g{tag}.json")
 
 
 def worker(args, name: str, overrides: dict) -> None:
@@ -115,7 +139,7 @@ def worker(args, name: str, overrides: dict) -> None:
             if os.path.exists(path):
                 continue
             c = config.copy_and_resolve_references()
-            c.sample.guidance_scale = guidance
+            set_guidance(c, guidance)
             t1 = time.perf_counter()
             outdir = evaluate.evaluate_main(c, workdir, seed=0, step=step)
             with open(os.path.join(outdir, "report.json")) as f:
@@ -128,7 +152,8 @@ def worker(args, name: str, overrides: dict) -> None:
                 "variant": name,
                 "overrides": {k: repr(v) for k, v in overrides.items()},
                 "step": step,
-                "guidance": guidance,
+                "guidance": c.sample.guidance_scale,
+                "label_guidance": c.sample.label_guidance_scale,
                 "metrics": report["metrics"],
                 "steps_per_sec": sorted(rates)[len(rates) // 2] if rates else None,
                 "train_seconds_this_call": train_seconds,
@@ -138,7 +163,7 @@ def worker(args, name: str, overrides: dict) -> None:
             with open(path, "w") as f:
                 json.dump(record, f, indent=2)
             print(
-                f"[demo_curve] {name} step {step} g {guidance:g}: {json.dumps(report['metrics'])}",
+                f"[demo_curve] {name} step {step} g {guidance}: {json.dumps(report['metrics'])}",
                 flush=True,
             )
 
@@ -161,14 +186,20 @@ def table(results: list[dict], order: list[str]) -> str:
     ]
     rank = {name: i for i, name in enumerate(order)}
     results = sorted(
-        results, key=lambda r: (rank.get(r["variant"], len(rank)), r["step"], r["guidance"])
+        results,
+        key=lambda r: (
+            rank.get(r["variant"], len(rank)),
+            r["step"],
+            r["guidance"],
+            r.get("label_guidance") or -1.0,
+        ),
     )
     for r in results:
         cells = [r["metrics"].get(k) for k, _ in COLUMNS]
         cells = ["—" if v is None else f"{v:.3f}" for v in cells]
         rate = r.get("steps_per_sec")
         lines.append(
-            f"| {r['variant']} | {r['step']} | {r['guidance']:g} | "
+            f"| {r['variant']} | {r['step']} | {guidance_label(r)} | "
             + " | ".join(cells)
             + f" | {'—' if rate is None else f'{rate:.2f}'} |"
         )
@@ -203,7 +234,11 @@ def add_arguments(parser: argparse.ArgumentParser, steps: int, eval_every: int) 
     parser.add_argument(
         "--ckpt_every", type=int, default=0, help="Checkpoint interval (0: --eval_every)."
     )
-    parser.add_argument("--guidance", default="3", help="Comma-separated guidance scales.")
+    parser.add_argument(
+        "--guidance",
+        default="3",
+        help="Comma-separated guidance scales: W (both heads) or W/WL (image W, layout WL).",
+    )
     parser.add_argument("--num_samples", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=1, help="Variants trained at once.")
     parser.add_argument("--no_tensorflow", action="store_true")
@@ -227,7 +262,7 @@ def run(args, specs: list[str]) -> list[str]:
         f"--steps={args.steps}",
         f"--eval_every={args.eval_every}",
         f"--ckpt_every={args.ckpt_every}",
-        f"--guidance={','.join(f'{g:g}' for g in args.guidance)}",
+        f"--guidance={','.join(args.guidance)}",
         f"--num_samples={args.num_samples}",
     ] + (["--no_tensorflow"] if args.no_tensorflow else [])
     logs = os.path.join(args.out, "logs")
@@ -262,7 +297,7 @@ def main() -> None:
     parser.add_argument("--table_only", action="store_true", help="Print the table, run nothing.")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.guidance = [float(g) for g in str(args.guidance).split(",")]
+    args.guidance = parse_guidance(args.guidance)
     specs = args.variant or ["demo"]
     if args.worker:
         worker(args, args.worker, dict(parse_variant(s) for s in specs)[args.worker])

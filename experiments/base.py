@@ -184,6 +184,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample = s = ml_collections.ConfigDict()
     s.num_steps = 100  # Ancestral steps on the uniform grid 1 -> 0 *ref*.
     s.guidance_scale = 3.0  # Classifier-free guidance w on both heads *ref* (base; SR: 1.0).
+    # w of the layout logits alone; None: guidance_scale (the reference guides both heads alike).
+    s.label_guidance_scale = ml_collections.config_dict.placeholder(float)
     s.threshold_p = 0.95  # Dynamic-thresholding quantile *ref*.
     s.noise_schedule = ""  # Image schedule at sampling time; '' = diffusion.noise_schedule.
     s.noise_schedule_lbl = (

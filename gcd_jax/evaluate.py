@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from gcd_jax import generation, metrics, viz
+from gcd_jax import generation, metrics, sampling, viz
 from gcd_jax.data import classes, pipeline, scenes
 from gcd_jax.errors import ConfigError
 
@@ -257,7 +257,7 @@ def evaluate_main(
         "joint": config.model.joint,
         "num_samples": len(prompts),
         "num_real": len(real),
-        "guidance_scale": config.sample.guidance_scale,
+        "guidance_scale": sampling.config_guidance(config.sample),
         "sample_steps": config.sample.num_steps,
         "min_class_fraction": e.min_class_fraction,
         "metrics": {name: _finite_or_none(value) for name, value in scores.items()},

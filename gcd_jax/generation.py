@@ -183,7 +183,7 @@ def generate(
     model: Model,
     prompts: list[str],
     key: jax.Array,
-    guidance_scale: float | None = None,
+    guidance_scale: sampling.Guidance | None = None,
     lowres: Pair | None = None,
     mesh: Mesh | None = None,
     progress: Progress | None = None,
@@ -194,7 +194,8 @@ def generate(
       model: from ``load`` or ``from_state``.
       prompts: N captions ('' samples unconditionally, through the null text).
       key: batch ``i`` uses ``fold_in(key, i)`` (split into (SR condition, sampling)).
-      guidance_scale: default ``config.sample.guidance_scale``.
+      guidance_scale: ``w`` or ``(w_image, w_layout)``; default from ``config.sample``
+        (``sampling.config_guidance``).
       lowres: SR models only, the low-res pair per prompt (see the module docstring).
       mesh: default: every device of every host.
       progress: called after each batch.
@@ -204,7 +205,9 @@ def generate(
     """
     mesh = sharding.make_mesh() if mesh is None else mesh
     _check_lowres(model, lowres, len(prompts))
-    scale = model.config.sample.guidance_scale if guidance_scale is None else guidance_scale
+    scale = (
+        sampling.config_guidance(model.config.sample) if guidance_scale is None else guidance_scale
+    )
     size = tuple(model.config.data.image_size)
 
     def run(rows, i):
@@ -225,7 +228,7 @@ def outpaint(
     image_mask: np.ndarray,
     label: np.ndarray | None,
     label_mask: np.ndarray | None,
-    guidance_scale: float | None = None,
+    guidance_scale: sampling.Guidance | None = None,
     lowres: Pair | None = None,
     mesh: Mesh | None = None,
     progress: Progress | None = None,
@@ -239,7 +242,9 @@ def outpaint(
     """
     mesh = sharding.make_mesh() if mesh is None else mesh
     _check_lowres(model, lowres, len(prompts))
-    scale = model.config.sample.guidance_scale if guidance_scale is None else guidance_scale
+    scale = (
+        sampling.config_guidance(model.config.sample) if guidance_scale is None else guidance_scale
+    )
     if label is None and model.config.model.joint:
         label, label_mask = np.zeros(image.shape[:3], np.int32), np.zeros(image.shape[:3], bool)
 

@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from gcd_jax import checkpoint, generation, viz
+from gcd_jax import checkpoint, generation, sampling, viz
 from gcd_jax.data import classes
 from gcd_jax.errors import InputError, MissingError
 
@@ -100,7 +100,7 @@ def _manifest(model: generation.Model, seed: int, prompts: list[str], **extra) -
         "checkpoint_step": model.step,
         "seed": seed,
         "prompts": prompts,
-        "guidance_scale": s.guidance_scale,
+        "guidance_scale": sampling.config_guidance(s),
         "num_steps": s.num_steps,
         "use_ema": s.use_ema,
         "files": [f"{i:04d}_image.png" for i in range(len(prompts))],
@@ -200,7 +200,7 @@ def outpaint_main(
     labels = None if label is None else np.broadcast_to(label, (n, *size))
     lowres = generation.lowres_from_data(config, images, labels) if config.model.sr else None
     model = generation.load(config, workdir, step)
-    scale = config.sample.guidance_scale if prompts else 0.0
+    scale = sampling.config_guidance(config.sample) if prompts else 0.0
     x, y = generation.outpaint(
         model,
         prompt_list,

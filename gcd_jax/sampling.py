@@ -107,9 +107,10 @@ def guided(
     """Classifier-free guidance: ``null + w·(cond − null)`` for ε and for the layout logits.
 
     The conditional and the null (``drop_text``) outputs come from ONE forward over the batch
-    doubled along axis 0. ``guidance_scale`` None: the conditional network alone (``w = 1``, one
-    forward of the batch). Returns float32 ``eps_hat`` ``[B, H, W, 3]`` and logits ``[B, H, W, K]``
-    (None when not joint).
+    doubled along axis 0. ``guidance_scale``: a scalar ``w`` for both heads, or ``[w_image,
+    w_layout]`` (one per head); None: the conditional network alone (``w = 1``, one forward of the
+    batch). Returns float32 ``eps_hat`` ``[B, H, W, 3]`` and logits ``[B, H, W, K]`` (None when
+    not joint).
     """
     b = x_t.shape[0]
     if guidance_scale is None:
@@ -123,18 +124,37 @@ def guided(
     x2, y2, l2 = both.pop("x_t"), both.pop("y_t"), both.pop("logsnr")
     outputs = apply(params, x2, y2, l2, both)
 
-    def combine(out):
+    def combine(out, w):
         if out is None:
             return None
         conditional, null = out[:b].astype(jnp.float32), out[b:].astype(jnp.float32)
-        return null + guidance_scale * (conditional - null)
+        return null + w * (conditional - null)
 
-    return combine(outputs[0]), combine(outputs[1])
+    w = jnp.broadcast_to(guidance_scale, (2,))  # (image, layout)
+    return combine(outputs[0], w[0]), combine(outputs[1], w[1])
 
 
-def _scale(guidance_scale: float | jax.Array) -> jax.Array | None:
-    """The traced guidance argument: None for a plain ``1`` (no null forward), else an array."""
-    if isinstance(guidance_scale, int | float) and guidance_scale == 1:
+# ``w`` for both heads, or ``(w_image, w_layout)``.
+Guidance = float | tuple[float, float] | jax.Array
+
+
+def config_guidance(sample: ml_collections.ConfigDict) -> float | tuple[float, float]:
+    """The guidance of a ``sample`` config: ``guidance_scale`` on both heads, or ``(guidance_scale,
+    label_guidance_scale)`` when the latter is set."""
+    if sample.get("label_guidance_scale") is None:
+        return sample.guidance_scale
+    return (sample.guidance_scale, sample.label_guidance_scale)
+
+
+def _scale(guidance_scale: Guidance) -> jax.Array | None:
+    """The traced guidance argument: None for a plain ``1`` on both heads (no null forward), else
+    a float32 scalar or ``[w_image, w_layout]``."""
+    if isinstance(guidance_scale, tuple | list):
+        if len(guidance_scale) != 2:
+            raise ValueError(f"guidance: w or (w_image, w_layout), got {guidance_scale!r}")
+        if all(isinstance(w, int | float) and w == 1 for w in guidance_scale):
+            return None
+    elif isinstance(guidance_scale, int | float) and guidance_scale == 1:
         return None
     return jnp.asarray(guidance_scale, jnp.float32)
 
@@ -239,7 +259,7 @@ def sample_pairs(
     cond: dict[str, Any],
     key: jax.Array,
     shape: tuple[int, int, int],
-    guidance_scale: float | jax.Array = 1.0,
+    guidance_scale: Guidance = 1.0,
     mesh: Mesh | None = None,
 ) -> Pair:
     """Samples image–layout pairs, the whole N-step loop as one compiled program.
@@ -252,7 +272,7 @@ def sample_pairs(
         low-res inputs, see ``upsampled_condition``).
       key: PRNG key (see the module docstring for its splits).
       shape: ``(B, H, W)``.
-      guidance_scale: classifier-free guidance ``w`` (see ``guided``).
+      guidance_scale: classifier-free guidance ``w``, or ``(w_image, w_layout)`` (see ``guided``).
       mesh: optional 1-D ``data`` mesh; the batch (initial noise, ``cond``, every step) is then
         sharded over it. The samples do not depend on the mesh.
     Returns:
@@ -346,7 +366,7 @@ def outpaint(
     image_mask: jax.Array,
     label: jax.Array | None = None,
     label_mask: jax.Array | None = None,
-    guidance_scale: float | jax.Array = 1.0,
+    guidance_scale: Guidance = 1.0,
     mesh: Mesh | None = None,
 ) -> Pair:
     """Cross-modal outpainting (RePaint): completes the unknown regions of both modalities.
@@ -415,7 +435,7 @@ def super_resolve(
     image: jax.Array,
     label: jax.Array | None,
     size: tuple[int, int],
-    guidance_scale: float | jax.Array = 1.0,
+    guidance_scale: Guidance = 1.0,
     mesh: Mesh | None = None,
 ) -> Pair:
     """The SR stage: samples ``size = (H, W)`` pairs conditioned on low-res ones.
@@ -442,7 +462,7 @@ class Stage:
     apply: Apply
     params: Any
     cond: dict[str, Any]
-    guidance_scale: float | jax.Array = 1.0
+    guidance_scale: Guidance = 1.0
 
 
 def cascade(

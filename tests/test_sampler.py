@@ -316,8 +316,8 @@ def random_variables(model, args, seed=0):
 
 def test_guidance_with_the_unet(tiny_config):
     """Guidance over the U-Net's batched cond + null forward: no scale (``w = 1``) is the
-    conditional forward, ``w = 0`` the null one, ``w`` is null + w·(cond − null); the scale is
-    traced (changing it does not recompile)."""
+    conditional forward, ``w = 0`` the null one, ``w`` is null + w·(cond − null), per head when
+    given as ``[w_image, w_layout]``; the scale is traced (changing it does not recompile)."""
     tiny_config.text.max_length = 4
     model = build_unet(tiny_config)
     b, h, w, k = 2, 8, 8, tiny_config.data.num_classes
@@ -346,6 +346,12 @@ def test_guidance_with_the_unet(tiny_config):
     assert np.abs(np.asarray(log_c - log_n)).max() > 1e-2
     np.testing.assert_allclose(out[3][0], eps_n + 3 * (eps_c - eps_n), atol=2e-5)
     np.testing.assert_allclose(out[3][1], log_n + 3 * (log_c - log_n), atol=2e-5)
+    # One w per head: ε guided at 3, the logits unguided (w = 0: the null forward's).
+    eps_3, log_0 = jax.jit(
+        lambda: sampling.guided(apply, params, jnp.array([3.0, 0.0]), x_t, y_t, logsnr, cond)
+    )()
+    np.testing.assert_allclose(eps_3, eps_n + 3 * (eps_c - eps_n), atol=2e-5)
+    np.testing.assert_allclose(log_0, log_n, atol=2e-5)
 
 
 # ------------------------------------------------------------------ SR cascade
