@@ -8,6 +8,9 @@ evaluate`'s code), and writes the mean ± std over seeds at every evaluated step
 
     python -m benchmarks.correspondence --out /tmp/correspondence --steps 3000 --eval_every 1000
 
+`--guidance 8,16,8/32` scores each checkpoint at several guidances (`W/WL`: the layout logits at
+`WL`, `sample.label_guidance_scale`); `--models joint` runs (or scores) the joint model only.
+
 Writes ``{out}/correspondence.md`` (also printed); each run's evaluation reports and example grids
 (best and worst samples, images above their layouts or, for image-only, above the segmentation of
 the image) are in ``{out}/results/{model}_c{fraction}_s{seed}/``.

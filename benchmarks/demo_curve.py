@@ -3,9 +3,10 @@
 A variant is the demo config (`experiments/demo.py`) plus overrides. Each variant trains in its
 own subprocess (`--jobs` at a time) with `train.train_and_evaluate`, keeping a checkpoint every
 `--eval_every` steps, and each kept checkpoint is scored by `--mode evaluate`'s code
-(`evaluate.evaluate_main`) at every `--guidance` scale (``W``, or ``W/WL`` per head). The table (`{out}/curve.md`, also printed)
-grows as results arrive; everything is resumable (finished evaluations are cached in
-`{out}/results/`, a half-trained variant resumes from its checkpoint).
+(`evaluate.evaluate_main`) at every `--guidance` scale (`W` on both heads, or `W/WL`: the layout
+logits at `WL`). The table (`{out}/curve.md`, also printed) grows as results arrive; everything is
+resumable (finished evaluations are cached in `{out}/results/`, a half-trained variant resumes
+from its checkpoint).
 
     python -m benchmarks.demo_curve --out /tmp/curve --steps 3000 --eval_every 1000 \\
         --variant demo --variant lr2e-3:optim.learning_rate=2e-3 \\
