@@ -192,7 +192,7 @@ def table(results: list[dict], order: list[str]) -> str:
             rank.get(r["variant"], len(rank)),
             r["step"],
             r["guidance"],
-            r.get("label_guidance") or -1.0,
+            -1.0 if r.get("label_guidance") is None else r["label_guidance"],
         ),
     )
     for r in results:
