@@ -1,11 +1,14 @@
 """Training: the train state, the optimizer, the data-parallel step and the loop.
 
-``train_step(state, batch, frozen) -> (state, metrics)`` is pure and jitted with the state donated;
-the batch is sharded over the ``data`` mesh axis and everything else is replicated, so the same code
-runs on one CPU, eight fake CPU devices, a GPU box or a TPU pod slice.
+``train_step(state, batch, frozen) -> (state, metrics)`` is pure: ``gradient_step`` then
+``update_step``, jitted as one program or two (``train.step_programs``), with the state donated;
+the batch is sharded over the ``data`` mesh axis and the state replicated or FSDP-sharded, so the
+same code runs on one CPU, eight fake CPU devices, a GPU box or a TPU pod slice.
 """
 
 import collections
+import concurrent.futures
+import dataclasses
 import functools
 import os
 import signal
@@ -35,20 +38,20 @@ def _micro_batches(batch: dict, num: int) -> dict:
     return jax.tree.map(lambda x: x.reshape(-1, num, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
-def train_step(
+def gradient_step(
     state: TrainState,
     batch: dict[str, jax.Array],
     frozen: PyTree,
     *,
     nets: Networks,
     process: joint.Process,
-    optimizer: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on the global batch ``{image, label, tokens, mask, has_text}``.
+) -> tuple[PyTree, dict[str, jax.Array]]:
+    """The gradient of the mean loss over the global batch ``{image, label, tokens, mask,
+    has_text}`` (averaged over ``train.grad_accum_steps`` micro-batches) and the loss metrics
+    (means over the batch).
 
     RNG: ``fold_in(state.key, step)``, then per micro-batch; the process splits it by purpose.
-    Returns the new state and scalar metrics (means over the global batch, norms).
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     num_micro = config.train.grad_accum_steps
@@ -74,17 +77,138 @@ def train_step(
             accumulate, zeros, (_micro_batches(batch, num_micro), jnp.arange(num_micro))
         )
         grads = jax.tree.map(lambda g: g / num_micro, grads)
+    return grads, {name: jnp.mean(value) for name, value in per_example.items()}
+
+
+def update_step(
+    state: TrainState,
+    grads: PyTree,
+    *,
+    optimizer: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """The optimizer step and the EMA update with ``grads``; the norm metrics when
+    ``train.norm_metrics``."""
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = train_state.ema_update(config.optim, state.step, state.ema_params, params)
-    metrics = {name: jnp.mean(value) for name, value in per_example.items()}
+    metrics = {}
     # No norm of ``updates``: reading them besides the in-place parameter update makes XLA keep
     # the whole update tree, one more parameter-sized buffer (2.2 GiB of the base step's plan).
-    metrics.update(grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
+    if config.train.norm_metrics:
+        metrics.update(grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
     new_state = state.replace(
         step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
     )
     return new_state, metrics
+
+
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    frozen: PyTree,
+    *,
+    nets: Networks,
+    process: joint.Process,
+    optimizer: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on the global batch: ``gradient_step`` then ``update_step``, as one
+    function. Returns the new state and scalar metrics (loss means over the batch, norms)."""
+    grads, metrics = gradient_step(state, batch, frozen, nets=nets, process=process, config=config)
+    state, more = update_step(state, grads, optimizer=optimizer, config=config)
+    return state, {**metrics, **more}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepMemory:
+    """``memory_analysis()``'s byte counts of the split step's program that needs more memory."""
+
+    argument_size_in_bytes: int
+    output_size_in_bytes: int
+    alias_size_in_bytes: int
+    temp_size_in_bytes: int
+
+
+def peak_bytes(memory) -> int:
+    """The peak device memory of a compiled program from its ``memory_analysis()``: arguments +
+    outputs that do not reuse (alias) an argument + temporaries."""
+    return (
+        memory.argument_size_in_bytes
+        + memory.output_size_in_bytes
+        - memory.alias_size_in_bytes
+        + memory.temp_size_in_bytes
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitTrainStep:
+    """The train step as two programs (``train.step_programs``): ``gradient`` (state, batch, frozen)
+    -> (gradients, loss metrics) and ``update`` (state, gradients) -> (state, norm metrics), the
+    second donating the state. Holds the pair jitted or compiled and is used like the one-program
+    ``jax.jit`` step: called, or ``lower(...).compile()``d, the update compiling in a background
+    thread while the gradient is traced and compiled (XLA releases the GIL while it compiles)."""
+
+    gradient: Any
+    update: Any
+
+    def __call__(self, state, batch, frozen):
+        grads, metrics = self.gradient(state, batch, frozen)
+        state, more = self.update(state, grads)
+        return state, {**metrics, **more}
+
+    def lower(self, state, batch, frozen) -> "_LoweredSplitStep":
+        # The gradients have the parameters' shapes, dtypes and shardings.
+        update = self.update.lower(state, state.params)
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        pending = pool.submit(update.compile)
+        pool.shutdown(wait=False)
+        return _LoweredSplitStep(self.gradient.lower(state, batch, frozen), pending)
+
+    def __iter__(self):
+        return iter((self.gradient, self.update))
+
+    def memory_analysis(self) -> StepMemory:
+        """The byte counts of the program with the larger peak (arguments + outputs - aliased +
+        temporaries); the gradients are the first's output and the second's argument."""
+        memory = max((p.memory_analysis() for p in self), key=peak_bytes)
+        return StepMemory(
+            memory.argument_size_in_bytes,
+            memory.output_size_in_bytes,
+            memory.alias_size_in_bytes,
+            memory.temp_size_in_bytes,
+        )
+
+    def cost_analysis(self) -> dict[str, float]:
+        """The two programs' FLOPs, summed."""
+        return {"flops": sum(p.cost_analysis()["flops"] for p in self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _LoweredSplitStep:
+    """``SplitTrainStep.lower``'s result: the lowered gradient and the update's compile under way."""
+
+    gradient: Any
+    update: concurrent.futures.Future
+
+    def compile(self) -> SplitTrainStep:
+        return SplitTrainStep(self.gradient.compile(), self.update.result())
+
+
+STEP_PROGRAMS = ("one", "two", "auto")
+
+
+def step_programs(config: ml_collections.ConfigDict) -> str:
+    """``train.step_programs`` resolved: 'one' or 'two' ('auto': two on CPU, where XLA's compile
+    is the slow part, one on GPU/TPU, where the device memory is the limit; README)."""
+    programs = config.train.step_programs
+    if programs not in STEP_PROGRAMS:
+        raise ConfigError(
+            f"Unknown train.step_programs {programs!r}; expected one of {sorted(STEP_PROGRAMS)}."
+        )
+    if programs == "auto":
+        return "two" if jax.default_backend() == "cpu" else "one"
+    return programs
 
 
 def compile_train_step(
@@ -95,22 +219,40 @@ def compile_train_step(
     mesh: jax.sharding.Mesh,
     state_layout: Any = None,
 ) -> Any:
-    """``jit`` of ``train_step`` with the batch sharded over ``data``, the state laid out by
-    ``state_layout`` (default ``state_shardings``; pass those of a state already built to skip
-    tracing the init again) and donated, the rest replicated."""
-    step_fn = functools.partial(
-        train_step, nets=nets, process=process, optimizer=optimizer, config=config
-    )
+    """``jit`` of ``train_step`` (or, for two ``train.step_programs``, a ``SplitTrainStep``) with the
+    batch sharded over ``data``, the state laid out by ``state_layout`` (default
+    ``state_shardings``; pass those of a state already built to skip tracing the init again) and
+    donated, the rest replicated."""
     replicated = sharding.replicated(mesh)
     state = state_layout
     if state is None:
         state = state_shardings(config, nets, optimizer, mesh)
-    return jax.jit(
-        step_fn,
-        in_shardings=(state, sharding.batch_sharded(mesh), replicated),
-        out_shardings=(state, replicated),
-        donate_argnums=0,
+    batch = sharding.batch_sharded(mesh)
+    if step_programs(config) == "one":
+        step_fn = functools.partial(
+            train_step, nets=nets, process=process, optimizer=optimizer, config=config
+        )
+        return jax.jit(
+            step_fn,
+            in_shardings=(state, batch, replicated),
+            out_shardings=(state, replicated),
+            donate_argnums=0,
+        )
+    gradient = jax.jit(
+        functools.partial(gradient_step, nets=nets, process=process, config=config),
+        in_shardings=(state, batch, replicated),
+        out_shardings=(state.params, replicated),
+        # The EMA and the moments it does not read stay on the device while it runs: kept as
+        # arguments, its memory_analysis() counts them.
+        keep_unused=True,
     )
+    update = jax.jit(
+        functools.partial(update_step, optimizer=optimizer, config=config),
+        in_shardings=(state, state.params),
+        out_shardings=(state, replicated),
+        donate_argnums=0,  # every output already reuses a state buffer: the gradients are not
+    )
+    return SplitTrainStep(gradient, update)
 
 
 def state_target(config, nets, optimizer, mesh: jax.sharding.Mesh) -> Any:
@@ -155,6 +297,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
             f"train.grad_accum_steps ({train.grad_accum_steps}) x devices ({mesh.size})."
         )
     train_state.ema_decay(config.optim, 0)  # validates optim.ema_schedule
+    step_programs(config)
     factor = 2 ** len(config.model.dim_mults)
     if any(s % factor for s in config.data.image_size):
         raise ConfigError(

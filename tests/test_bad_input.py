@@ -189,7 +189,15 @@ def _(request, tmp_path):
 def _(request, tmp_path):
     config = small_demo_config(tmp_path)
     config.data.augment = "rotate"
-    return raised(pipeline.create_train_iterator, config, None)
+    seen = [raised(pipeline.create_train_iterator, config, None)]
+    assert seen[0] == (
+        "error: Unknown data.augment 'rotate'; expected one of ['flip', 'none', 'resized_crop']."
+    )
+    config = small_demo_config(tmp_path)
+    config.train.step_programs = "three"
+    seen.append(raised(train.validate_config, config, sharding.make_mesh()))
+    assert "'three'" in seen[1] and "['auto', 'one', 'two']" in seen[1]
+    return seen
 
 
 @case("batch-not-divisible")

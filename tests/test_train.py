@@ -83,13 +83,17 @@ def initial_state():
 def compiled(num_devices: int, shard: bool = False):
     """(config, nets, optimizer, mesh, state layout, jitted train step) of the tests' demo model
     (``small_demo_config``: dim 16, batch 8) on the first ``num_devices`` devices; ``shard``:
-    FSDP state, arrays of 16 KiB or more split (284 of its 1 552). Shared by the tests: each
-    program is traced once (8 devices, replicated, is also the session run's XLA program)."""
+    FSDP state, arrays of 16 KiB or more split (284 of its 1 552). On 8 devices the step is two
+    programs (``train.step_programs``, the CPU's default), on one device one program, so that the 1- and
+    8-device comparison also compares the two forms. Shared by the tests: each program is traced
+    once (8 devices, replicated, is also the session run's XLA program)."""
     from gcd_jax import joint, sharding
     from gcd_jax.networks import build_networks
 
     config = small_demo_config("unused")
-    config.train.update(shard_state=shard, shard_min_bytes=16384)
+    config.train.update(
+        shard_state=shard, shard_min_bytes=16384, step_programs="two" if num_devices > 1 else "one"
+    )
     mesh = sharding.make_mesh(jax.devices()[:num_devices])
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
@@ -116,7 +120,7 @@ def one_step(num_devices, shard=False, keep=None):
     )
     state, metrics = step(state, sharding.shard_batch(batch, mesh), {})
     if keep is not None:
-        keep.update(config=config, state=state, nets=nets, optimizer=optimizer)
+        keep.update(config=config, state=state, nets=nets, optimizer=optimizer, metrics=metrics)
     return float(metrics["loss"]), leaves(state.params)
 
 
@@ -132,13 +136,50 @@ def steps():
 
 
 def test_one_step_same_on_1_and_8_devices(steps):
-    """The same step, data-parallel over the 8 fake devices and on one device (in-process)."""
+    """The same step, data-parallel over the 8 fake devices as two programs (gradient, update)
+    and on one device as one program (in-process)."""
     assert jax.device_count() == 8
     (loss_1, params_1, _), (loss_8, params_8, _) = steps["1"], steps["8"]
     np.testing.assert_allclose(loss_1, loss_8, rtol=1e-5)
     assert len(params_1) == len(params_8) > 10
     for a, b in zip(params_1, params_8, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_norm_metrics_are_the_norms_and_optional(steps):
+    """``param_norm`` is the 2-norm of the updated parameters (computed here in float64 from the
+    returned state); ``train.norm_metrics=False`` leaves both norms out of the step (traced only)
+    and nothing else of it changes."""
+    from gcd_jax import joint
+    from gcd_jax.networks import build_networks
+
+    _, _, kept = steps["1"]
+    params = leaves(kept["state"].params)
+    expected = np.sqrt(sum(np.sum(np.square(p.astype(np.float64))) for p in params))
+    np.testing.assert_allclose(float(kept["metrics"]["param_norm"]), expected, rtol=1e-5)
+    assert np.isfinite(float(kept["metrics"]["grad_norm"])) and kept["metrics"]["grad_norm"] > 0
+
+    shapes = {}
+    for on in (True, False):
+        config = kept["config"].copy_and_resolve_references()
+        config.train.norm_metrics = on
+        nets, process = build_networks(config), joint.Process.from_config(config)
+        step = functools.partial(
+            train.train_step, nets=nets, process=process, optimizer=kept["optimizer"], config=config
+        )
+        batch = {
+            "image": jax.ShapeDtypeStruct((8, 32, 32, 3), np.float32),
+            "label": jax.ShapeDtypeStruct((8, 32, 32), np.int32),
+            "tokens": jax.ShapeDtypeStruct((8, config.text.max_length), np.int32),
+            "mask": jax.ShapeDtypeStruct((8, config.text.max_length), bool),
+            "has_text": jax.ShapeDtypeStruct((8,), bool),
+        }
+        shapes[on] = jax.eval_shape(step, kept["state"], batch, {})
+    (state_on, metrics_on), (state_off, metrics_off) = shapes[True], shapes[False]
+    assert set(metrics_on) - set(metrics_off) == {"grad_norm", "param_norm"}
+    assert set(metrics_off) <= set(metrics_on)
+    assert jax.tree.structure(state_on) == jax.tree.structure(state_off)
+    assert jax.tree.leaves(state_on) == jax.tree.leaves(state_off)
 
 
 def test_sharded_state_trains_and_restores_like_replicated(steps, tmp_path):
