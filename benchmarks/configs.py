@@ -50,6 +50,22 @@ def get(name: str) -> ml_collections.ConfigDict:
     return config
 
 
+def frozen_text(nets, key):
+    """``(nets, frozen)``: ``nets`` with its learned text encoder frozen, its parameters (drawn from
+    ``key``) returned as the ``frozen`` argument of the train step: the encoder runs forward only and
+    has no gradient or optimizer state, like the frozen T5 it stands in for."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    text = nets.text
+    tokens = jnp.zeros((1, text.max_length), jnp.int32)
+    params = text.module.init(key, tokens, jnp.ones((1, text.max_length), bool))["params"]
+    text = dataclasses.replace(text, frozen=True, load_params=lambda: params)
+    nets = dataclasses.replace(nets, text=text)
+    return nets, nets.load_frozen()
+
+
 def reference_case(config: ml_collections.ConfigDict) -> dict:
     """The fixture scripts' case dict (model fields, K, text shape, image size) of ``config``."""
     m = config.model

@@ -3,7 +3,9 @@
 The configurations of ``benchmarks/configs.py`` (tiny: DESIGN §4's, 32×32, batch 8; base: the
 reference Cityscapes U-Net, 128×256, batch 1), each measured in a fresh subprocess (so that peak
 memory is its own), in float32. Text: 256 tokens of width 1024 from a learned encoder of depth 0 (embedding +
-layer norm), standing in for precomputed frozen-T5 embeddings, so the step is the U-Net's.
+layer norm) held frozen (its parameters passed as the step's ``frozen``, no gradient), standing in for
+precomputed frozen-T5 embeddings, so the step is the U-Net's, as the authors' step timed beside it
+(``--reference``) takes its text embeddings as an input.
 MFU = XLA cost-analysis FLOPs / median step time / the stated peak of this CPU.
 
     python -m benchmarks.train_step [--configs tiny,base] [--steps 5] [--peak_gflops 156.8]
@@ -14,7 +16,9 @@ MFU = XLA cost-analysis FLOPs / median step time / the stated peak of this CPU.
 ``--variant NAME:FIELD=VALUE;...`` (as in ``benchmarks/demo_curve.py``) measures each config
 with those overrides, each in its own subprocess; peak GiB is the process's peak resident memory
 (also as it stood once the step was compiled: on CPU XLA's compiler shares the process), "XLA
-plan" the step's arguments + temporaries from ``memory_analysis()``: what an accelerator holds.
+plan" the step's peak from ``memory_analysis()`` (arguments + outputs that do not reuse them +
+temporaries; with two ``train.step_programs``, of the larger of its two programs): what an accelerator
+holds.
 ``--cached`` gives every run a fresh persistent compilation cache and starts it a second time
 (compile only): the second start's compile is what a restart after a preemption pays.
 ``--reference DIR`` (a checkout of github.com/pmh9960/GCDP) also times the authors' train step on
@@ -57,7 +61,8 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
     config.update_from_flattened_dict(overrides)
     runtime.add_xla_flags(config)  # as run.py does (each variant is its own process)
     mesh = sharding.make_mesh()
-    nets, process = build_networks(config), joint.Process.from_config(config)
+    nets, frozen = configs.frozen_text(build_networks(config), jax.random.key(1))
+    process = joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
     state = jax.jit(lambda k: train_state.init_state(k, nets, optimizer))(jax.random.key(0))
     b, (h, w) = config.train.global_batch_size, config.data.image_size
@@ -75,20 +80,20 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
     )
     t0 = time.perf_counter()
     step = train.compile_train_step(config, nets, process, optimizer, mesh)
-    compiled = step.lower(state, batch, {}).compile()
+    compiled = step.lower(state, batch, frozen).compile()
     compile_s = time.perf_counter() - t0
     compile_peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     memory = compiled.memory_analysis()  # XLA's plan: the device memory the step needs
-    plan_gib = (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**30
+    plan_gib = train.peak_bytes(memory) / 2**30
     flops = compiled.cost_analysis()["flops"]
     if steps == 0:  # compile only (the --cached second start)
         return {"compile_s": compile_s}
-    state, metrics = compiled(state, batch, {})  # warm-up
+    state, metrics = compiled(state, batch, frozen)  # warm-up
     jax.block_until_ready(metrics)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        state, metrics = compiled(state, batch, {})
+        state, metrics = compiled(state, batch, frozen)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
     return {
