@@ -51,9 +51,9 @@ def get(name: str) -> ml_collections.ConfigDict:
 
 
 def frozen_text(nets, key):
-    """``(nets, frozen)``: ``nets`` with its learned text encoder frozen, its parameters (drawn from
-    ``key``) returned as the ``frozen`` argument of the train step: the encoder runs forward only and
-    has no gradient or optimizer state, like the frozen T5 it stands in for."""
+    """``(nets, frozen)``: ``nets`` with its learned text encoder frozen, its parameters (drawn
+    from ``key``) returned as the ``frozen`` argument of the train step: the encoder runs forward
+    only and has no gradient or optimizer state, like the frozen T5 it stands in for."""
     import dataclasses
 
     import jax.numpy as jnp

@@ -15,9 +15,9 @@ the single-device peak with remat and bfloat16 Adam moments:
 
 "peak" is the step's peak per device: the state and batch it is given (donated, so the new
 state reuses their buffers), the outputs that do not reuse them, and XLA's scratch (activations,
-gradients). With two ``train.step_programs`` (the CPU's default) the figures are those of the program, gradient
-or update, whose peak is larger (``train.SplitTrainStep.memory_analysis``): the gradients are the
-first's output, not scratch.
+gradients). With two ``train.step_programs`` (the CPU's default) the figures are those of the
+program, gradient or update, whose peak is larger (``train.SplitTrainStep.memory_analysis``): the
+gradients are the first's output, not scratch.
 """
 
 import argparse

@@ -2,10 +2,10 @@
 
 The configurations of ``benchmarks/configs.py`` (tiny: DESIGN §4's, 32×32, batch 8; base: the
 reference Cityscapes U-Net, 128×256, batch 1), each measured in a fresh subprocess (so that peak
-memory is its own), in float32. Text: 256 tokens of width 1024 from a learned encoder of depth 0 (embedding +
-layer norm) held frozen (its parameters passed as the step's ``frozen``, no gradient), standing in for
-precomputed frozen-T5 embeddings, so the step is the U-Net's, as the authors' step timed beside it
-(``--reference``) takes its text embeddings as an input.
+memory is its own), in float32. Text: 256 tokens of width 1024 from a learned encoder of depth 0
+(embedding + layer norm) held frozen (its parameters passed as the step's ``frozen``, no gradient),
+standing in for precomputed frozen-T5 embeddings, so the step is the U-Net's, as the authors' step
+timed beside it (``--reference``) takes its text embeddings as an input.
 MFU = XLA cost-analysis FLOPs / median step time / the stated peak of this CPU.
 
     python -m benchmarks.train_step [--configs tiny,base] [--steps 5] [--peak_gflops 156.8]
@@ -17,8 +17,8 @@ MFU = XLA cost-analysis FLOPs / median step time / the stated peak of this CPU.
 with those overrides, each in its own subprocess; peak GiB is the process's peak resident memory
 (also as it stood once the step was compiled: on CPU XLA's compiler shares the process), "XLA
 plan" the step's peak from ``memory_analysis()`` (arguments + outputs that do not reuse them +
-temporaries; with two ``train.step_programs``, of the larger of its two programs): what an accelerator
-holds.
+temporaries; with two ``train.step_programs``, of the larger of its two programs): what an
+accelerator holds.
 ``--cached`` gives every run a fresh persistent compilation cache and starts it a second time
 (compile only): the second start's compile is what a restart after a preemption pays.
 ``--reference DIR`` (a checkout of github.com/pmh9960/GCDP) also times the authors' train step on

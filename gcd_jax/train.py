@@ -186,7 +186,7 @@ class SplitTrainStep:
 
 @dataclasses.dataclass(frozen=True)
 class _LoweredSplitStep:
-    """``SplitTrainStep.lower``'s result: the lowered gradient and the update's compile under way."""
+    """``SplitTrainStep.lower``'s result: the lowered gradient, the update's compile under way."""
 
     gradient: Any
     update: concurrent.futures.Future
@@ -219,8 +219,8 @@ def compile_train_step(
     mesh: jax.sharding.Mesh,
     state_layout: Any = None,
 ) -> Any:
-    """``jit`` of ``train_step`` (or, for two ``train.step_programs``, a ``SplitTrainStep``) with the
-    batch sharded over ``data``, the state laid out by ``state_layout`` (default
+    """``jit`` of ``train_step``, or for two ``train.step_programs`` a ``SplitTrainStep``, with
+    the batch sharded over ``data``, the state laid out by ``state_layout`` (default
     ``state_shardings``; pass those of a state already built to skip tracing the init again) and
     donated, the rest replicated."""
     replicated = sharding.replicated(mesh)

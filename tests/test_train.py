@@ -84,9 +84,9 @@ def compiled(num_devices: int, shard: bool = False):
     """(config, nets, optimizer, mesh, state layout, jitted train step) of the tests' demo model
     (``small_demo_config``: dim 16, batch 8) on the first ``num_devices`` devices; ``shard``:
     FSDP state, arrays of 16 KiB or more split (284 of its 1 552). On 8 devices the step is two
-    programs (``train.step_programs``, the CPU's default), on one device one program, so that the 1- and
-    8-device comparison also compares the two forms. Shared by the tests: each program is traced
-    once (8 devices, replicated, is also the session run's XLA program)."""
+    programs (``train.step_programs``, the CPU's default), on one device one program, so that the
+    1- and 8-device comparison also compares the two forms. Shared by the tests: each program is
+    traced once (8 devices, replicated, is also the session run's XLA program)."""
     from gcd_jax import joint, sharding
     from gcd_jax.networks import build_networks
 
