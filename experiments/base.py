@@ -167,7 +167,7 @@ def get_config() -> ml_collections.ConfigDict:
     r.log_every = 100  # Steps between metric logs.
     # The train step as 'one' program or 'two', the gradient and the update (optimizer, EMA,
     # norms), compiled in parallel: on a 2-core CPU two started the base step in 80.6 instead of
-    # 122.6 s and restarted it in 40.4 instead of 51.1 s, but planned 0.8 GiB more (the gradients
+    # 122.6 s and restarted it in 40.4 instead of 51.1 s, but planned 0.65 GiB more (the gradients
     # are an output, not scratch XLA reuses) and stepped 3-7 % slower (README). 'auto': two on
     # CPU, one on GPU/TPU, where the device memory is the limit.
     r.step_programs = "auto"
