@@ -115,19 +115,20 @@ def train_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on the global batch: ``gradient_step`` then ``update_step``, as one
     function. Returns the new state and scalar metrics (loss means over the batch, norms)."""
-    grads, metrics = gradient_step(state, batch, frozen, nets=nets, process=process, config=config)
-    state, more = update_step(state, grads, optimizer=optimizer, config=config)
+    return _gradient_then_update(
+        functools.partial(gradient_step, nets=nets, process=process, config=config),
+        functools.partial(update_step, optimizer=optimizer, config=config),
+        state,
+        batch,
+        frozen,
+    )
+
+
+def _gradient_then_update(gradient, update, state, batch, frozen):
+    """``update(state, gradients)`` after ``gradient(state, batch, frozen)``, their metrics merged."""
+    grads, metrics = gradient(state, batch, frozen)
+    state, more = update(state, grads)
     return state, {**metrics, **more}
-
-
-@dataclasses.dataclass(frozen=True)
-class StepMemory:
-    """``memory_analysis()``'s byte counts of the split step's program that needs more memory."""
-
-    argument_size_in_bytes: int
-    output_size_in_bytes: int
-    alias_size_in_bytes: int
-    temp_size_in_bytes: int
 
 
 def peak_bytes(memory) -> int:
@@ -153,9 +154,7 @@ class SplitTrainStep:
     update: Any
 
     def __call__(self, state, batch, frozen):
-        grads, metrics = self.gradient(state, batch, frozen)
-        state, more = self.update(state, grads)
-        return state, {**metrics, **more}
+        return _gradient_then_update(self.gradient, self.update, state, batch, frozen)
 
     def lower(self, state, batch, frozen) -> "_LoweredSplitStep":
         # The gradients have the parameters' shapes, dtypes and shardings.
@@ -168,16 +167,10 @@ class SplitTrainStep:
     def __iter__(self):
         return iter((self.gradient, self.update))
 
-    def memory_analysis(self) -> StepMemory:
-        """The byte counts of the program with the larger peak (arguments + outputs - aliased +
-        temporaries); the gradients are the first's output and the second's argument."""
-        memory = max((p.memory_analysis() for p in self), key=peak_bytes)
-        return StepMemory(
-            memory.argument_size_in_bytes,
-            memory.output_size_in_bytes,
-            memory.alias_size_in_bytes,
-            memory.temp_size_in_bytes,
-        )
+    def memory_analysis(self):
+        """``memory_analysis()`` of the program with the larger ``peak_bytes``; the gradients are
+        the first's output and the second's argument."""
+        return max((p.memory_analysis() for p in self), key=peak_bytes)
 
     def cost_analysis(self) -> dict[str, float]:
         """The two programs' FLOPs, summed."""
