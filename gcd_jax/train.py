@@ -96,11 +96,51 @@ def update_step(
     # No norm of ``updates``: reading them besides the in-place parameter update makes XLA keep
     # the whole update tree, one more parameter-sized buffer (2.2 GiB of the base step's plan).
     if config.train.norm_metrics:
-        metrics.update(grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
+        group = NORM_GROUP_BYTES
+        if config.train.shard_state:  # concatenate replicated arrays only
+            group = min(group, config.train.shard_min_bytes)
+        metrics.update(grad_norm=global_norm(grads, group), param_norm=global_norm(params, group))
     new_state = state.replace(
         step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
     )
     return new_state, metrics
+
+
+# ``global_norm``'s groups: under 1 MiB and at most 32 arrays (see there).
+NORM_GROUP_BYTES, NORM_GROUP_ARRAYS = 2**20, 32
+
+
+def global_norm(
+    tree: PyTree, group_bytes: int = NORM_GROUP_BYTES, group_arrays: int = NORM_GROUP_ARRAYS
+) -> jax.Array:
+    """The 2-norm of all of ``tree``'s entries, in float32: one reduction per group of leaves,
+    raveled and concatenated in order into groups of under ``group_bytes`` (stored size) and at
+    most ``group_arrays`` leaves; a leaf of ``group_bytes`` or more is reduced alone, as it is.
+    ``optax.tree.norm`` (a reduction per array, a chain of scalar adds) is ~5 kernels per array
+    on XLA:CPU; grouped, the base step's update (1,107 arrays, 233 of 1 MiB or more) compiled in
+    12.7 instead of 22.9 s and ran as fast (1.0 s). Larger groups compile faster and run slower:
+    XLA fuses each concatenation into its reduction (64 MiB groups: 7.0 s, 2.0 s per update;
+    README). Leaves under ``train.shard_min_bytes`` are replicated, so with ``group_bytes`` at
+    most that only unsharded arrays are concatenated."""
+    total = jnp.zeros((), jnp.float32)
+    group, size = [], 0
+
+    def add(total, group):
+        if len(group) == 1:  # as it is: raveling a sharded array would gather it
+            x = group[0].astype(jnp.float32)
+        else:
+            x = jnp.concatenate([jnp.ravel(g).astype(jnp.float32) for g in group])
+        return total + jnp.sum(jnp.square(x))  # a reduction: XLA:CPU's vdot runs serially
+
+    for x in jax.tree.leaves(tree):
+        nbytes = x.size * np.dtype(x.dtype).itemsize
+        if group and (size + nbytes >= group_bytes or len(group) == group_arrays):
+            total, group, size = add(total, group), [], 0
+        group.append(x)
+        size += nbytes
+    if group:
+        total = add(total, group)
+    return jnp.sqrt(total)
 
 
 def train_step(

@@ -153,11 +153,16 @@ def test_norm_metrics_are_the_norms_and_optional(steps):
     from gcd_jax import joint
     from gcd_jax.networks import build_networks
 
+    # Replicated, the arrays in groups under 1 MiB; FSDP, the split arrays (16 KiB or more)
+    # alone, the smaller replicated ones grouped.
+    for name in ("1", "8", "8fsdp"):
+        _, params, kept = steps[name]
+        expected = np.sqrt(sum(np.sum(np.square(p.astype(np.float64))) for p in params))
+        np.testing.assert_allclose(float(kept["metrics"]["param_norm"]), expected, rtol=1e-5)
+    grad_norms = [float(steps[name][2]["metrics"]["grad_norm"]) for name in ("1", "8", "8fsdp")]
+    np.testing.assert_allclose(grad_norms, grad_norms[0], rtol=1e-4)
+    assert np.isfinite(grad_norms[0]) and grad_norms[0] > 0
     _, _, kept = steps["1"]
-    params = leaves(kept["state"].params)
-    expected = np.sqrt(sum(np.sum(np.square(p.astype(np.float64))) for p in params))
-    np.testing.assert_allclose(float(kept["metrics"]["param_norm"]), expected, rtol=1e-5)
-    assert np.isfinite(float(kept["metrics"]["grad_norm"])) and kept["metrics"]["grad_norm"] > 0
 
     shapes = {}
     for on in (True, False):
@@ -180,6 +185,41 @@ def test_norm_metrics_are_the_norms_and_optional(steps):
     assert set(metrics_off) <= set(metrics_on)
     assert jax.tree.structure(state_on) == jax.tree.structure(state_off)
     assert jax.tree.leaves(state_on) == jax.tree.leaves(state_off)
+
+
+def test_global_norm_is_the_norm_for_any_grouping():
+    """``train.global_norm`` against a float64 norm, jitted, on arrays of odd sizes, a bfloat16 one
+    and a scalar: each leaf alone, in groups, all in one; and with the leaves over 8 devices, the
+    large ones split (alone) and the small ones replicated (grouped), as ``update_step`` groups
+    them under ``train.shard_state``."""
+    from gcd_jax import sharding
+
+    rng = np.random.default_rng(3)
+    tree = {
+        "a": rng.normal(size=(3, 5, 7)).astype(np.float32),
+        "b": [rng.normal(size=(16, 4)).astype(np.float32), np.float32(-2.5)],
+        "c": rng.normal(size=(8, 3)).astype(jax.numpy.bfloat16),
+        "d": rng.normal(size=(5,)).astype(np.float32),
+    }
+
+    def float64_norm(tree):
+        return np.sqrt(
+            sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree))
+        )
+
+    for group_bytes, group_arrays in ((1, 10), (64, 10), (300, 10), (10**9, 10), (10**9, 2)):
+        grouped = functools.partial(
+            train.global_norm, group_bytes=group_bytes, group_arrays=group_arrays
+        )
+        norm = jax.jit(grouped)(tree)
+        assert norm.dtype == np.float32
+        np.testing.assert_allclose(float(norm), float64_norm(tree), rtol=1e-6)
+    mesh = sharding.make_mesh(jax.devices())
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    placed = jax.device_put(tree, sharding.replicated(mesh))
+    placed["b"][0], placed["c"] = jax.device_put((tree["b"][0], tree["c"]), split)
+    norm = jax.jit(functools.partial(train.global_norm, group_bytes=48))(placed)
+    np.testing.assert_allclose(float(norm), float64_norm(tree), rtol=1e-6)
 
 
 def test_sharded_state_trains_and_restores_like_replicated(steps, tmp_path):
