@@ -118,10 +118,10 @@ def global_norm(
     most ``group_arrays`` leaves; a leaf of ``group_bytes`` or more is reduced alone, as it is.
     ``optax.tree.norm`` (a reduction per array, a chain of scalar adds) is ~5 kernels per array
     on XLA:CPU; grouped, the base step's update (1,107 arrays, 233 of 1 MiB or more) compiled in
-    12.7 instead of 22.9 s and ran as fast (1.0 s). Larger groups compile faster and run slower:
-    XLA fuses each concatenation into its reduction (64 MiB groups: 7.0 s, 2.0 s per update;
-    README). Leaves under ``train.shard_min_bytes`` are replicated, so with ``group_bytes`` at
-    most that only unsharded arrays are concatenated."""
+    12.7 instead of 22.9 s and ran as fast (1.0 s). Larger groups compile faster and run slower
+    (64 MiB groups: 7.0 s, 2.0 s per update); one concatenation of the whole tree is
+    materialised (2.7 GiB; README). Leaves under ``train.shard_min_bytes`` are replicated, so
+    with ``group_bytes`` at most that only unsharded arrays are concatenated."""
     total = jnp.zeros((), jnp.float32)
     group, size = [], 0
 
@@ -130,7 +130,7 @@ def global_norm(
             x = group[0].astype(jnp.float32)
         else:
             x = jnp.concatenate([jnp.ravel(g).astype(jnp.float32) for g in group])
-        return total + jnp.sum(jnp.square(x))  # a reduction: XLA:CPU's vdot runs serially
+        return total + jnp.sum(jnp.square(x))
 
     for x in jax.tree.leaves(tree):
         nbytes = x.size * np.dtype(x.dtype).itemsize
@@ -165,7 +165,7 @@ def train_step(
 
 
 def _gradient_then_update(gradient, update, state, batch, frozen):
-    """``update(state, gradients)`` after ``gradient(state, batch, frozen)``, their metrics merged."""
+    """``update(state, gradients)`` after ``gradient(state, batch, frozen)``; metrics merged."""
     grads, metrics = gradient(state, batch, frozen)
     state, more = update(state, grads)
     return state, {**metrics, **more}
