@@ -23,6 +23,11 @@ def leaves(state):
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
 
 
+def float64_norm(tree):
+    """The 2-norm of all of ``tree``'s entries, summed in float64 on the host."""
+    return np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree)))
+
+
 def test_resume_after_sigterm_continues_bit_for_bit(trained_demo, tmp_path, monkeypatch):
     """4 steps in one go (the session's trained demo) == the same command stopped by a SIGTERM
     (a preemption) after step 2, then run again."""
@@ -157,8 +162,9 @@ def test_norm_metrics_are_the_norms_and_optional(steps):
     # alone, the smaller replicated ones grouped.
     for name in ("1", "8", "8fsdp"):
         _, params, kept = steps[name]
-        expected = np.sqrt(sum(np.sum(np.square(p.astype(np.float64))) for p in params))
-        np.testing.assert_allclose(float(kept["metrics"]["param_norm"]), expected, rtol=1e-5)
+        np.testing.assert_allclose(
+            float(kept["metrics"]["param_norm"]), float64_norm(params), rtol=1e-5
+        )
     grad_norms = [float(steps[name][2]["metrics"]["grad_norm"]) for name in ("1", "8", "8fsdp")]
     np.testing.assert_allclose(grad_norms, grad_norms[0], rtol=1e-4)
     assert np.isfinite(grad_norms[0]) and grad_norms[0] > 0
@@ -201,11 +207,6 @@ def test_global_norm_is_the_norm_for_any_grouping():
         "c": rng.normal(size=(8, 3)).astype(jax.numpy.bfloat16),
         "d": rng.normal(size=(5,)).astype(np.float32),
     }
-
-    def float64_norm(tree):
-        return np.sqrt(
-            sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree))
-        )
 
     for group_bytes, group_arrays in ((1, 10), (64, 10), (300, 10), (10**9, 10), (10**9, 2)):
         grouped = functools.partial(
