@@ -19,7 +19,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gcd_jax import errors, evaluate, runtime, sample, serve, train
+from gcd_jax import errors
+from gcd_jax.cli import evaluate, runtime, sample, serve
+from gcd_jax.training import train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/demo.py.", lock_config=True

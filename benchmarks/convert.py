@@ -1,7 +1,7 @@
 """Time and peak memory of ``python -m gcd_jax.convert`` on a full-size authors' checkpoint.
 
 Writes a trainer-format file (``JointImagenTrainer.save`` layout, see
-``gcd_jax.reference_checkpoint``) for the U-Net of an experiment with random weights: raw and EMA
+``gcd_jax.convert.reference_checkpoint``) for the U-Net of an experiment with random weights: raw and EMA
 weights (two float32 copies, 2.8 GB each for the 697 M-parameter Cityscapes base U-Net), the
 online-model entries sharing the raw storages as ``torch.save`` does, the label-schedule buffers
 and the step counters. The optimizer moments of a real file are left out: conversion never reads
@@ -35,8 +35,9 @@ import zipfile
 import jax
 import numpy as np
 
-from gcd_jax import convert, reference_checkpoint, train_state
-from gcd_jax.models import torch_names
+from gcd_jax.convert import authors as convert
+from gcd_jax.convert import reference_checkpoint, torch_names
+from gcd_jax.training import train_state
 
 # Hugging Face's t5-large config.json, the fields gcd_jax.models.t5 reads.
 T5_LARGE = dict(

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gcd_jax import categorical, schedules
+from gcd_jax.diffusion import categorical, schedules
 
 
 def reverse_step(key, logits, y_t, logsnr_t, logsnr_s):

@@ -1,9 +1,9 @@
 """The demo without TensorFlow: for machines whose image has JAX but no TensorFlow/TFDS.
 
-`install()` (call it before importing `gcd_jax.train` or `gcd_jax.evaluate`) registers two
+`install()` (call it before importing `gcd_jax.training.train` or `gcd_jax.cli.evaluate`) registers two
 stand-in modules: `gcd_jax.data.sources` serving the demo scenes generated in memory by the same
 pure function the TFDS builder stores (`scenes.demo_example(seed, stream, index)`, identical
-arrays, captions as str instead of bytes), and, where TensorFlow is not installed, a `tensorflow` for `gcd_jax.metric_log` with a TensorBoard writer that writes
+arrays, captions as str instead of bytes), and, where TensorFlow is not installed, a `tensorflow` for `gcd_jax.training.metric_log` with a TensorBoard writer that writes
 nothing (metrics.jsonl is still written). Only `config.data.name = 'demo'` is served.
 """
 
@@ -62,7 +62,7 @@ def install() -> None:
     gcd_jax.data.sources = sources
 
     if importlib.util.find_spec("tensorflow") is None:
-        # Only gcd_jax.metric_log imports TensorFlow (for TensorBoard): give it a stand-in while it
+        # Only gcd_jax.training.metric_log imports TensorFlow (for TensorBoard): give it a stand-in while it
         # is imported, then unregister it so that other libraries still see no TensorFlow.
         tf = types.ModuleType("tensorflow")
 
@@ -81,6 +81,6 @@ def install() -> None:
         )
         sys.modules["tensorflow"] = tf
         try:
-            import gcd_jax.metric_log  # noqa: F401
+            import gcd_jax.training.metric_log  # noqa: F401
         finally:
             del sys.modules["tensorflow"]

@@ -44,9 +44,10 @@ def worker(rank: int, count: int, port: int, out: str, steps: int) -> None:
         jax.distributed.initialize(f"localhost:{port}", num_processes=count, process_id=rank)
     import numpy as np
 
-    from gcd_jax import generation, train
     from gcd_jax.data import pipeline
-    from gcd_jax.networks import build_networks
+    from gcd_jax.inference import generation
+    from gcd_jax.models.networks import build_networks
+    from gcd_jax.training import train
 
     config = _config(os.path.join(out, "tfds"), steps)
     state = train.train_and_evaluate(config, os.path.join(out, f"workdir_{count}"))

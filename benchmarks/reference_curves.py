@@ -45,10 +45,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import configs  # noqa: E402
-from gcd_jax import categorical, joint, train_state  # noqa: E402
+from gcd_jax.convert import torch_names  # noqa: E402
 from gcd_jax.data import scenes  # noqa: E402
-from gcd_jax.models import torch_names  # noqa: E402
-from gcd_jax.networks import Apply  # noqa: E402
+from gcd_jax.diffusion import categorical, joint  # noqa: E402
+from gcd_jax.models.networks import Apply  # noqa: E402
+from gcd_jax.training import train_state  # noqa: E402
 
 # The U-Net both implementations train: 32×32 demo scenes, K = 8, three levels.
 CASE = dict(

@@ -33,8 +33,9 @@ def stage(name: str, dim: int, workdir: str) -> None:
 
     import jax
 
-    from gcd_jax import checkpoint, generation, train_state
-    from gcd_jax.networks import build_networks
+    from gcd_jax.inference import generation
+    from gcd_jax.models.networks import build_networks
+    from gcd_jax.training import checkpoint, train_state
 
     config = _config(dim)
     nets, optimizer = build_networks(config), train_state.make_optimizer(config.optim)

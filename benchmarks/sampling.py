@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import configs
-from gcd_jax import sampling
+from gcd_jax.diffusion import sampling
 from gcd_jax.models import build_unet, input_specs
-from gcd_jax.networks import Apply
+from gcd_jax.models.networks import Apply
 
 GUIDANCE = 3.0
 NAMES = ("tiny", "cityscapes")  # benchmarks/configs.py's tiny and base

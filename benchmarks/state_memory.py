@@ -43,8 +43,11 @@ def analyse(dim: int, devices: int, overrides: dict) -> dict:
     import jax
     import numpy as np
 
-    from gcd_jax import joint, runtime, sharding, train, train_state
-    from gcd_jax.networks import build_networks
+    from gcd_jax import sharding
+    from gcd_jax.cli import runtime
+    from gcd_jax.diffusion import joint
+    from gcd_jax.models.networks import build_networks
+    from gcd_jax.training import train, train_state
 
     config = _config(dim, devices, overrides)
     runtime.add_xla_flags(config)  # the first variant's, for the whole process (as run.py)

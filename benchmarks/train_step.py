@@ -50,8 +50,11 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
 
     from benchmarks import configs
     from benchmarks.demo_curve import parse_variant
-    from gcd_jax import joint, runtime, sharding, train, train_state
-    from gcd_jax.networks import build_networks
+    from gcd_jax import sharding
+    from gcd_jax.cli import runtime
+    from gcd_jax.diffusion import joint
+    from gcd_jax.models.networks import build_networks
+    from gcd_jax.training import train, train_state
 
     config = configs.get(name)
     # A learned encoder's fields give the embeddings' width and length; no encoder runs in the

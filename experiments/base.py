@@ -219,7 +219,7 @@ def get_config() -> ml_collections.ConfigDict:
     # A class is "present" in a label map from this fraction of its pixels (0.005 = 5 of 32x32):
     # stray pixels of sampling noise or segmenter edges do not count as an object.
     e.min_class_fraction = 0.005
-    # Features of the fidelity metric (gcd_jax.evaluate.FEATURES): 'colour_pixels' = 4x4 RGB
+    # Features of the fidelity metric (gcd_jax.cli.evaluate.FEATURES): 'colour_pixels' = 4x4 RGB
     # thumbnail + 4x4x4 RGB histogram, a weight-free FID proxy (Inception: pass a callable).
     e.features = "colour_pixels"
 

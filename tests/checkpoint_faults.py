@@ -11,8 +11,9 @@ import jax
 import ml_collections
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from gcd_jax import sharding, train_state
-from gcd_jax.networks import build_networks
+from gcd_jax import sharding
+from gcd_jax.models.networks import build_networks
+from gcd_jax.training import train_state
 
 DAMAGE = ("truncate", "overwrite", "delete")
 

@@ -125,7 +125,7 @@ def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
 def trained_demo(demo_data_dir, tmp_path_factory):
     """(config, workdir) of a 4-step tiny demo run with its checkpoints: trained once per test
     run; each worker process gets its own copy, which its tests may write into."""
-    from gcd_jax import train
+    from gcd_jax.training import train
 
     config = small_demo_config(demo_data_dir)
     shared = built_once(

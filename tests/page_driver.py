@@ -213,7 +213,7 @@ def main(argv=None) -> None:
     import numpy as np
     from PIL import Image
 
-    from gcd_jax import serve
+    from gcd_jax.cli import serve
     from gcd_jax.data import classes
 
     spec = importlib.util.spec_from_file_location("experiment_config", args.config)

@@ -20,10 +20,14 @@ from ml_collections import config_flags
 from PIL import Image
 
 from experiments import base
-from gcd_jax import checkpoint, convert, errors, generation, sample, sharding, train
+from gcd_jax import errors, sharding
+from gcd_jax.cli import sample
+from gcd_jax.convert import authors as convert
 from gcd_jax.data import builder_lib, cityscapes, pipeline, sources
+from gcd_jax.inference import generation
 from gcd_jax.models import t5, text
-from gcd_jax.networks import build_networks
+from gcd_jax.models.networks import build_networks
+from gcd_jax.training import checkpoint, train
 
 # pytest replaces sys.unraisablehook in each test, so the read errors of Orbax's abandoned
 # coroutines after a damaged restore (dropped in a real run) would come back as warnings.

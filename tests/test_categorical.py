@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gcd_jax import categorical, schedules
+from gcd_jax.diffusion import categorical, schedules
 
 
 def np_keep(t):

@@ -23,16 +23,11 @@ import numpy as np
 import optax
 import pytest
 
-from gcd_jax import (
-    checkpoint,
-    convert,
-    errors,
-    generation,
-    reference_checkpoint,
-    torch_checkpoint,
-    train_state,
-)
-from gcd_jax.models import torch_names
+from gcd_jax import errors
+from gcd_jax.convert import authors as convert
+from gcd_jax.convert import reference_checkpoint, torch_checkpoint, torch_names
+from gcd_jax.inference import generation
+from gcd_jax.training import checkpoint, train_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

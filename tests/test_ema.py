@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments import base
-from gcd_jax import train_state
+from gcd_jax.training import train_state
 
 
 class EmaPytorchRule:

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gcd_jax import evaluate
+from gcd_jax.cli import evaluate
 from gcd_jax.data import classes, scenes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -11,7 +11,10 @@ import pytest
 from checkpoint_faults import copy_run, damage, failing_writes
 from conftest import small_demo_config
 
-from gcd_jax import checkpoint, errors, generation, sample, train
+from gcd_jax import errors
+from gcd_jax.cli import sample
+from gcd_jax.inference import generation
+from gcd_jax.training import checkpoint, train
 
 # pytest replaces sys.unraisablehook in each test, so the read errors of Orbax's abandoned
 # coroutines after a damaged restore (dropped in a real run) would come back as warnings.

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from gcd_jax import gaussian
+from gcd_jax.diffusion import gaussian
 
 
 def np_sigmoid(x):

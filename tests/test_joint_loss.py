@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import base
-from gcd_jax import categorical, joint
+from gcd_jax.diffusion import categorical, joint
 
 B, H, W, K, L, D = 8, 4, 4, 5, 3, 6
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gcd_jax import categorical, gaussian, joint
+from gcd_jax.diffusion import categorical, gaussian, joint
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gcd_jax import metrics
+from gcd_jax.evaluation import metrics
 
 
 def test_confusion_matrix_counts_pairs_and_skips_ignored_reference():

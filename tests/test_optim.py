@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from experiments import base
-from gcd_jax import train_state
+from gcd_jax.training import train_state
 
 
 def _run(transform, params, grads):

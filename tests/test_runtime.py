@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from experiments import demo
-from gcd_jax import runtime
+from gcd_jax.cli import runtime
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_environment_wins(monkeypatch, tmp_path):
 def test_execution_settings_are_not_structural():
     """A checkpoint restores under another compute dtype, remat policy or text dropout; a
     different width or class count is reported with both values."""
-    from gcd_jax import checkpoint
+    from gcd_jax.training import checkpoint
 
     saved = {"model": {"dim": 32, "dtype": "float32"}, "text": {"drop_prob": 0.1}}
     current = {
@@ -56,7 +56,7 @@ def test_execution_settings_are_not_structural():
 def test_scan_blocks_is_structural_only_where_a_level_has_blocks_to_stack():
     """model.scan_blocks changes the parameter layout only when a level has two or more residual
     blocks; a checkpoint saved before the field existed counts as per-block (False)."""
-    from gcd_jax import checkpoint
+    from gcd_jax.training import checkpoint
 
     saved = {"model": {"num_res_blocks": [1, 1, 1]}}  # no scan_blocks: an older checkpoint
     current = {"model": {"num_res_blocks": (1, 1, 1), "scan_blocks": True}}

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcd_jax import generation, sample, viz
+from gcd_jax import viz
+from gcd_jax.cli import sample
 from gcd_jax.data import classes
+from gcd_jax.inference import generation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -101,8 +103,8 @@ def trained_cascade(demo_data_dir, tmp_path_factory):
     driver's base-model training is the session's ``trained_demo``; here it would only add a
     compile). The SR stage: trained by the driver, 2 steps of 16 examples in 2 accumulation steps
     over the 8 devices, with sample grids of held-out low-res pairs."""
-    from gcd_jax import checkpoint, train, train_state
-    from gcd_jax.networks import build_networks
+    from gcd_jax.models.networks import build_networks
+    from gcd_jax.training import checkpoint, train, train_state
 
     base, sr = sr_configs(demo_data_dir)
     sr.train.sample_every, sr.train.num_sample_images = 2, 3
@@ -201,7 +203,7 @@ def test_cascade_cli_end_to_end(trained_cascade):
 def test_the_page_runs_the_cascade(trained_cascade):
     """``--mode serve --sr_workdir``: the page's SR toggle gives 32x32 pairs from the 16x16 base,
     and keeps a given layout exactly at both resolutions (nearest-upscaled for the SR stage)."""
-    from gcd_jax import serve
+    from gcd_jax.cli import serve
 
     base, sr, dirs = trained_cascade
     page = serve.Page(generation.load(base, dirs["base16"]), generation.load(sr, dirs["sr"]))

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from experiments import base
-from gcd_jax import categorical, sampling, sharding
+from gcd_jax import sharding
+from gcd_jax.diffusion import categorical, sampling
 from gcd_jax.models import build_unet
-from gcd_jax.networks import Apply
+from gcd_jax.models.networks import Apply
 
 K = 5
 LOG_EPS = np.log(1e-30)

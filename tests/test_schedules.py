@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gcd_jax import schedules
+from gcd_jax.diffusion import schedules
 
 S = 0.008
 

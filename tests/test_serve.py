@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcd_jax import serve, viz
+from gcd_jax import viz
+from gcd_jax.cli import serve
 from gcd_jax.data import classes
 from gcd_jax.errors import InputError
 

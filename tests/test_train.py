@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from conftest import small_demo_config
 
-from gcd_jax import generation, train, train_state
+from gcd_jax.inference import generation
+from gcd_jax.training import train, train_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def float64_norm(tree):
 def test_resume_after_sigterm_continues_bit_for_bit(trained_demo, tmp_path, monkeypatch):
     """4 steps in one go (the session's trained demo) == the same command stopped by a SIGTERM
     (a preemption) after step 2, then run again."""
-    from gcd_jax.metric_log import MetricLog
+    from gcd_jax.training.metric_log import MetricLog
 
     config, straight_dir = trained_demo
     straight = generation.load(config, straight_dir)
@@ -92,8 +93,9 @@ def compiled(num_devices: int, shard: bool = False):
     programs (``train.step_programs``, the CPU's default), on one device one program, so that the
     1- and 8-device comparison also compares the two forms. Shared by the tests: each program is
     traced once (8 devices, replicated, is also the session run's XLA program)."""
-    from gcd_jax import joint, sharding
-    from gcd_jax.networks import build_networks
+    from gcd_jax import sharding
+    from gcd_jax.diffusion import joint
+    from gcd_jax.models.networks import build_networks
 
     config = small_demo_config("unused")
     config.train.update(
@@ -155,8 +157,8 @@ def test_norm_metrics_are_the_norms_and_optional(steps):
     """``param_norm`` is the 2-norm of the updated parameters (computed here in float64 from the
     returned state); ``train.norm_metrics=False`` leaves both norms out of the step (traced only)
     and nothing else of it changes."""
-    from gcd_jax import joint
-    from gcd_jax.networks import build_networks
+    from gcd_jax.diffusion import joint
+    from gcd_jax.models.networks import build_networks
 
     # Replicated, the arrays in groups under 1 MiB; FSDP, the split arrays (16 KiB or more)
     # alone, the smaller replicated ones grouped.
@@ -226,7 +228,8 @@ def test_global_norm_is_the_norm_for_any_grouping():
 def test_sharded_state_trains_and_restores_like_replicated(steps, tmp_path):
     """FSDP over the 8 fake devices gives the replicated step's loss and parameters; its checkpoint
     restores replicated on 1 device, and a 1-device checkpoint restores sharded on 8."""
-    from gcd_jax import checkpoint, sharding
+    from gcd_jax import sharding
+    from gcd_jax.training import checkpoint
 
     loss_s, params_s, sharded = steps["8fsdp"]
     loss_r, params_r, _ = steps["8"]

@@ -2,7 +2,7 @@
 
 ``load`` restores only the parameters a sampler needs (EMA or raw, by an Orbax partial restore;
 never the optimizer state). ``generate``, ``outpaint`` and ``cascade`` run the compiled sampler of
-``gcd_jax.sampling`` over any number of prompts in batches of ``sample.batch_size``: each batch is
+``gcd_jax.diffusion.sampling`` over any number of prompts in batches of ``sample.batch_size``: each batch is
 padded to whole batches per device, laid out over the ``data`` mesh of every device of every host,
 and its results are gathered on every host (``multihost_utils.process_allgather``), so the same
 code serves one CPU, eight fake devices and a multi-host pod. ``--mode sample|outpaint|evaluate``
@@ -27,9 +27,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gcd_jax import checkpoint, joint, sampling, sharding
+from gcd_jax import sharding
+from gcd_jax.diffusion import joint, sampling
 from gcd_jax.errors import ConfigError, InputError
-from gcd_jax.networks import Networks, build_networks
+from gcd_jax.models.networks import Networks, build_networks
+from gcd_jax.training import checkpoint
 
 PyTree = Any
 Pair = tuple[np.ndarray, np.ndarray | None]

@@ -9,7 +9,7 @@ import ml_collections
 import optax
 
 from gcd_jax.errors import ConfigError
-from gcd_jax.networks import Networks
+from gcd_jax.models.networks import Networks
 
 PyTree = Any
 

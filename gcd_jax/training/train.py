@@ -22,12 +22,15 @@ import numpy as np
 import optax
 from absl import logging
 
-from gcd_jax import checkpoint, generation, joint, sharding, train_state, viz
+from gcd_jax import sharding, viz
 from gcd_jax.data import classes, pipeline
+from gcd_jax.diffusion import joint
 from gcd_jax.errors import ConfigError, DivergedError
-from gcd_jax.metric_log import MetricLog
-from gcd_jax.networks import Networks, build_networks, count_params
-from gcd_jax.train_state import TrainState, init_state, make_optimizer
+from gcd_jax.inference import generation
+from gcd_jax.models.networks import Networks, build_networks, count_params
+from gcd_jax.training import checkpoint, train_state
+from gcd_jax.training.metric_log import MetricLog
+from gcd_jax.training.train_state import TrainState, init_state, make_optimizer
 
 PyTree = Any
 

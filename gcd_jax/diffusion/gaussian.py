@@ -8,7 +8,7 @@ against ``[B, H, W, C]``). Times satisfy ``s < t``, i.e. ``λ_s > λ_t``.
 import jax
 import jax.numpy as jnp
 
-from gcd_jax.schedules import alpha_sigma, right_broadcast
+from gcd_jax.diffusion.schedules import alpha_sigma, right_broadcast
 
 
 def q_sample(x0: jax.Array, logsnr_t: jax.Array, noise: jax.Array) -> jax.Array:

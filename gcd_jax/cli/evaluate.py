@@ -28,9 +28,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from gcd_jax import generation, metrics, sampling, viz
+from gcd_jax import viz
 from gcd_jax.data import classes, pipeline, scenes
+from gcd_jax.diffusion import sampling
 from gcd_jax.errors import ConfigError
+from gcd_jax.evaluation import metrics
+from gcd_jax.inference import generation
 
 Segmenter = Callable[[np.ndarray], np.ndarray]  # images [N, H, W, 3] in [-1, 1] -> int [N, H, W]
 

@@ -23,9 +23,12 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from gcd_jax import checkpoint, generation, sampling, viz
+from gcd_jax import viz
 from gcd_jax.data import classes
+from gcd_jax.diffusion import sampling
 from gcd_jax.errors import InputError, MissingError
+from gcd_jax.inference import generation
+from gcd_jax.training import checkpoint
 
 
 def read_prompts(prompts: str) -> list[str]:

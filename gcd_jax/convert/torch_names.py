@@ -4,7 +4,7 @@ state dict (github.com/pmh9960/GCDP, built on lucidrains' imagen-pytorch).
 One table serves both directions: ``unet_table`` lists, for every leaf of a Flax parameter tree,
 the PyTorch state-dict key (relative to the U-Net), the layout that relates the two arrays and
 both shapes. ``from_torch`` turns a PyTorch array into the Flax one (checkpoint conversion,
-``gcd_jax.convert``); ``to_torch`` goes the other way (the test fixtures load Flax weights into the
+``gcd_jax.convert.authors``); ``to_torch`` goes the other way (the test fixtures load Flax weights into the
 reference model).
 
 Layouts (Flax → PyTorch):

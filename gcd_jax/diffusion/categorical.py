@@ -17,7 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gcd_jax.schedules import right_broadcast
+from gcd_jax.diffusion.schedules import right_broadcast
 
 # log(1e-30): the log-probability a one-hot vector gives to the other classes. Finite, so that
 # gradients through ``logaddexp`` stay finite, and negligible next to any probability that matters.

@@ -11,7 +11,7 @@ passed explicitly (an argument, never a constant baked into the program). ``cond
 batch-leading arrays: ``text`` ``[B, L, D]``, ``text_mask`` bool ``[B, L]``, optionally
 ``drop_text`` bool ``[B]`` (True: the learned null text; absent: all False) and, for the SR U-Net,
 ``lowres_image`` ``[B, H, W, 3]``, ``lowres_label`` int32 ``[B, H, W]`` (joint only) and
-``lowres_logsnr`` ``[B]``. Classifier-free guidance is a sampling rule: ``gcd_jax.sampling``.
+``lowres_logsnr`` ``[B]``. Classifier-free guidance is a sampling rule: ``gcd_jax.diffusion.sampling``.
 """
 
 import dataclasses

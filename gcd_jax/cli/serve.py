@@ -30,9 +30,11 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from gcd_jax import checkpoint, generation, sharding, viz
+from gcd_jax import sharding, viz
 from gcd_jax.data import classes
 from gcd_jax.errors import InputError, UserError
+from gcd_jax.inference import generation
+from gcd_jax.training import checkpoint
 
 DISPLAY = 256  # Page images are upscaled (nearest) by an integer factor to about this size.
 COLOUR_TOLERANCE = 60.0  # RGB distance within which a painted pixel takes a palette colour.

@@ -33,12 +33,14 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gcd_jax import checkpoint, errors, reference_checkpoint, train_state
+from gcd_jax import errors
+from gcd_jax.convert import reference_checkpoint, torch_names
 from gcd_jax.errors import CheckpointError, ConfigError, InputError
-from gcd_jax.models import build_unet, t5, torch_names
+from gcd_jax.models import build_unet, t5
+from gcd_jax.models.networks import Networks
 from gcd_jax.models.text import TextEncoder
 from gcd_jax.models.unet import stack_blocks, unstack_blocks
-from gcd_jax.networks import Networks
+from gcd_jax.training import checkpoint, train_state
 
 PyTree = Any
 
@@ -188,7 +190,7 @@ def convert(
 # ----------------------------------------------------------------------------- command line
 
 
-def _main() -> None:
+def main() -> None:
     """``python -m gcd_jax.convert``: the flags exist only when the module runs as a program, so
     importing it next to ``run.py`` defines no flag twice."""
     config = config_flags.DEFINE_config_file(
@@ -235,7 +237,3 @@ def _main() -> None:
         return errors.parse_flags(["--noema" if a == "--no-ema" else a for a in argv])
 
     app.run(main, flags_parser=parse)
-
-
-if __name__ == "__main__":
-    _main()

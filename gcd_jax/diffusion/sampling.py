@@ -2,7 +2,7 @@
 
 Time runs on the uniform grid ``t_n = 1 − n/N``, ``n = 0..N``; step ``n`` goes from ``t = t_n`` to
 ``s = t_{n+1}``. The denoiser is conditioned on the image log-SNR ``λ_img(t)`` (as in training, see
-``gcd_jax.joint``). Each step (DESIGN §3):
+``gcd_jax.diffusion.joint``). Each step (DESIGN §3):
 
 - image: ``x̂_0 = (x_t − σ_t ε̂)/α_t``, dynamically thresholded; ``x_s`` drawn from the Gaussian
   posterior ``q(x_s | x_t, x̂_0)``; at ``s = 0`` the sample is ``x̂_0`` itself (no noise);
@@ -12,7 +12,7 @@ Time runs on the uniform grid ``t_n = 1 − n/N``, ``n = 0..N``; step ``n`` goes
   of its 100 steps also moves one 1/100 grid step: the same grid.)
 
 The whole loop is one compiled program (``lax.scan``). The network is called by the project's one
-convention, ``apply(params, x_t, y_t, logsnr, cond)`` (``gcd_jax.networks``): ``apply`` is a static
+convention, ``apply(params, x_t, y_t, logsnr, cond)`` (``gcd_jax.models.networks``): ``apply`` is a static
 argument (hashable; equal ``apply``s share compiled programs) and ``params`` an argument of the
 compiled program, never a constant baked into it. Classifier-free guidance is the sampler's rule
 (``guided``): the conditional and the null (dropped-text) outputs come from one batched forward and
@@ -36,12 +36,13 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
-from gcd_jax import categorical, gaussian, joint, schedules, sharding
+from gcd_jax import sharding
+from gcd_jax.diffusion import categorical, gaussian, joint, schedules
 from gcd_jax.errors import ConfigError
 
 # ``apply(params, x_t [B,H,W,3], y_t [B,H,W] int32 | None, logsnr [B], cond) -> (eps_hat
 # [B,H,W,3], logits [B,H,W,K] | None)``; ``cond`` is a dict of batch-leading arrays (text
-# embeddings, masks, SR conditioning; see ``gcd_jax.networks``). Hashable.
+# embeddings, masks, SR conditioning; see ``gcd_jax.models.networks``). Hashable.
 Apply = Callable[..., tuple[jax.Array, jax.Array | None]]
 # Inside the compiled loop: ``denoise(x_t, y_t, logsnr, cond)``, the guided network.
 Denoiser = Callable[..., tuple[jax.Array, jax.Array | None]]

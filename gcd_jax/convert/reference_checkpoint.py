@@ -27,10 +27,10 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from gcd_jax import schedules, torch_checkpoint
+from gcd_jax.convert import torch_checkpoint, torch_names
+from gcd_jax.convert.torch_checkpoint import TorchTensor
+from gcd_jax.diffusion import schedules
 from gcd_jax.errors import CheckpointError, InputError
-from gcd_jax.models import torch_names
-from gcd_jax.torch_checkpoint import TorchTensor
 
 PyTree = Any
 StateDict = Mapping[str, TorchTensor]

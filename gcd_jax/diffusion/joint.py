@@ -1,5 +1,5 @@
 """The Gaussian-categorical process: the training loss and the low-resolution conditioning of the
-super-resolution stage. The sampler lives in ``gcd_jax.sampling``.
+super-resolution stage. The sampler lives in ``gcd_jax.diffusion.sampling``.
 
 Time conventions (DESIGN §3, matching the reference implementation, github:pmh9960/GCDP,
 ``JointImagen.p_losses``):
@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gcd_jax import categorical, gaussian, schedules
+from gcd_jax.diffusion import categorical, gaussian, schedules
 from gcd_jax.errors import ConfigError
 
 # ``apply(params, x_t, y_t, logsnr, cond) -> (eps_hat, logits)``: the network's one calling
-# convention (``gcd_jax.networks``; e.g. ``nets.apply``).
+# convention (``gcd_jax.models.networks``; e.g. ``nets.apply``).
 Apply = Callable[..., tuple[jax.Array, jax.Array | None]]
 
 
@@ -230,7 +230,7 @@ def loss(
 
     Args:
       process: from ``Process.from_config``.
-      apply, params: the network (``gcd_jax.networks``), called once as ``apply(params, x_t, y_t,
+      apply, params: the network (``gcd_jax.models.networks``), called once as ``apply(params, x_t, y_t,
         λ_img(t), cond)`` with ``cond = {text, text_mask, drop_text[, lowres_image, lowres_label,
         lowres_logsnr]}`` and ``y_t = None`` when not joint.
       batch: ``image`` float32 ``[B, H, W, 3]`` in [−1, 1]; ``label`` int32 ``[B, H, W]``; ``text``
