@@ -15,13 +15,16 @@ traceback. Any other exception is a bug and keeps its traceback. Causes and mess
 docs/errors.md.
 """
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from gcd_jax.cli import runtime  # noqa: I001  (first: it quiets libraries not yet imported)
 
-from gcd_jax import errors
-from gcd_jax.cli import evaluate, runtime, sample, serve
-from gcd_jax.training import train
+runtime.quiet_third_party()
+
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from gcd_jax import errors  # noqa: E402
+from gcd_jax.cli import evaluate, sample, serve, train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/demo.py.", lock_config=True
@@ -106,7 +109,7 @@ def main(argv):
     )
 
     def run_mode():
-        runtime.enable_compile_cache(_CONFIG.value, _WORKDIR.value)
+        runtime.install(_CONFIG.value, _WORKDIR.value)
         return MODES[_MODE.value](_CONFIG.value, _WORKDIR.value)
 
     return errors.run_cli(run_mode, _VERBOSE.value)

@@ -1,6 +1,6 @@
 """The two configurations every side-by-side benchmark measures, for gcd_jax and the authors' code.
 
-  tiny  DESIGN §4's side-by-side config: dim 32, mults (1, 2, 4), one res block per level, self- and
+  tiny  docs/design.md §4's side-by-side config: dim 32, mults (1, 2, 4), one res block per level, self- and
         cross-attention at level 3 only, 2 heads of 32, K = 8, 32×32, batch 8;
   base  the reference Cityscapes base U-Net (experiments/cityscapes.py), 128×256, batch 1.
 

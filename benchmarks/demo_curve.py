@@ -115,8 +115,8 @@ def worker(args, name: str, overrides: dict) -> None:
     import jax
     from absl import logging
 
-    from gcd_jax.cli import evaluate
-    from gcd_jax.training import checkpoint, train
+    from gcd_jax.cli import evaluate, train
+    from gcd_jax.training import checkpoint
 
     logging.set_verbosity(logging.INFO)
     config = variant_config(args, overrides)

@@ -44,10 +44,11 @@ def worker(rank: int, count: int, port: int, out: str, steps: int) -> None:
         jax.distributed.initialize(f"localhost:{port}", num_processes=count, process_id=rank)
     import numpy as np
 
+    from gcd_jax.cli import train
     from gcd_jax.data import pipeline
     from gcd_jax.inference import generation
+    from gcd_jax.inference.model import from_state
     from gcd_jax.models.networks import build_networks
-    from gcd_jax.training import train
 
     config = _config(os.path.join(out, "tfds"), steps)
     state = train.train_and_evaluate(config, os.path.join(out, f"workdir_{count}"))
@@ -57,7 +58,7 @@ def worker(rank: int, count: int, port: int, out: str, steps: int) -> None:
     params = [np.asarray(x) for x in jax.tree.leaves(state.params)]
     digest = hashlib.sha256(b"".join(p.tobytes() for p in params)).hexdigest()
     np.savez(os.path.join(out, f"params_{count}_{rank}.npz"), *params)
-    model = generation.from_state(config, build_networks(config), state.ema_params, {}, steps)
+    model = from_state(config, build_networks(config), state.ema_params, {}, steps)
     images, layouts = generation.generate(model, ["a red circle"] * 5, jax.random.key(0))
     samples = hashlib.sha256(images.tobytes() + layouts.tobytes()).hexdigest()
     record = {

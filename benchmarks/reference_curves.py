@@ -268,7 +268,7 @@ class Ours:
     warm-up or clipping) in one jitted step like ``train.train_step`` (text embeddings given, no
     EMA); compiled once and shared by the seeds (``reset`` starts a new run).
 
-    ``matched``: an ablation that trains with the reference's two known departures from DESIGN §3,
+    ``matched``: an ablation that trains with the reference's two known departures from docs/design.md §3,
     its keep table (``reference_keep_schedule``) and a zero layout term at i = 0. The evaluation
     always uses the reference's table, so that it compares weights, not loss definitions.
     """

@@ -33,7 +33,7 @@ def stage(name: str, dim: int, workdir: str) -> None:
 
     import jax
 
-    from gcd_jax.inference import generation
+    from gcd_jax.inference.model import load
     from gcd_jax.models.networks import build_networks
     from gcd_jax.training import checkpoint, train_state
 
@@ -52,7 +52,7 @@ def stage(name: str, dim: int, workdir: str) -> None:
         ckpt.close()
         result = nbytes(state)
     else:
-        result = nbytes(generation.load(config, workdir, 1).params)
+        result = nbytes(load(config, workdir, 1).params)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"bytes={result} peak={peak}")
 

@@ -10,7 +10,7 @@ from XLA's cost analysis; "floor" is that divided by the stated peak of this CPU
 (``--peak_gflops``, as in ``benchmarks/train_step.py``): no float32 implementation can take a step
 in less.
 
-Configs (``benchmarks/configs.py``): ``tiny`` (DESIGN §4, 32×32, batch 8) and ``cityscapes`` (the
+Configs (``benchmarks/configs.py``): ``tiny`` (docs/design.md §4, 32×32, batch 8) and ``cityscapes`` (the
 reference base U-Net, 128×256, batch 1; its compiles take minutes). ``--reference DIR`` (a checkout
 of github.com/pmh9960/GCDP) also times the authors' guided step on the same config in its own
 process (``benchmarks/reference_torch.py``) and prints the ratio gcd_jax / PyTorch.

@@ -15,8 +15,8 @@ the single-device peak with remat and bfloat16 Adam moments:
 
 "peak" is the step's peak per device: the state and batch it is given (donated, so the new
 state reuses their buffers), the outputs that do not reuse them, and XLA's scratch (activations,
-gradients). With two ``train.step_programs`` (the CPU's default) the figures are those of the
-program, gradient or update, whose peak is larger (``train.SplitTrainStep.memory_analysis``): the
+gradients). With two ``train_step.step_programs`` (the CPU's default) the figures are those of the
+program, gradient or update, whose peak is larger (``train_step.SplitTrainStep.memory_analysis``): the
 gradients are the first's output, not scratch.
 """
 
@@ -47,14 +47,14 @@ def analyse(dim: int, devices: int, overrides: dict) -> dict:
     from gcd_jax.cli import runtime
     from gcd_jax.diffusion import joint
     from gcd_jax.models.networks import build_networks
-    from gcd_jax.training import train, train_state
+    from gcd_jax.training import train_state, train_step
 
     config = _config(dim, devices, overrides)
     runtime.add_xla_flags(config)  # the first variant's, for the whole process (as run.py)
     mesh = sharding.make_mesh()
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
-    state = train.state_target(config, nets, optimizer, mesh)
+    state = train_step.state_target(config, nets, optimizer, mesh)
     b, (h, w), n = devices, config.data.image_size, config.text.max_length
     data = sharding.batch_sharded(mesh)
     batch = {
@@ -64,14 +64,14 @@ def analyse(dim: int, devices: int, overrides: dict) -> dict:
         "mask": jax.ShapeDtypeStruct((b, n), np.bool_, sharding=data),
         "has_text": jax.ShapeDtypeStruct((b,), np.bool_, sharding=data),
     }
-    step = train.compile_train_step(config, nets, process, optimizer, mesh)
+    step = train_step.compile_train_step(config, nets, process, optimizer, mesh)
     memory = step.lower(state, batch, {}).compile().memory_analysis()
     return {
         "arguments": memory.argument_size_in_bytes,
         "outputs": memory.output_size_in_bytes,
         "aliased": memory.alias_size_in_bytes,
         "temporaries": memory.temp_size_in_bytes,
-        "peak": train.peak_bytes(memory),
+        "peak": train_step.peak_bytes(memory),
         "state": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)),
     }
 

@@ -1,6 +1,6 @@
 """Seconds per compiled training step, images/s, peak memory and model FLOPs utilisation.
 
-The configurations of ``benchmarks/configs.py`` (tiny: DESIGN §4's, 32×32, batch 8; base: the
+The configurations of ``benchmarks/configs.py`` (tiny: docs/design.md §4's, 32×32, batch 8; base: the
 reference Cityscapes U-Net, 128×256, batch 1), each measured in a fresh subprocess (so that peak
 memory is its own), in float32. Text: embeddings ``[B, 256, 1024]`` (frozen T5-large's shape)
 computed beforehand, passed in the step's ``frozen`` argument (``configs.precomputed_text``), all
@@ -17,7 +17,7 @@ MFU = XLA cost-analysis FLOPs / median step time / the stated peak of this CPU.
 with those overrides, each in its own subprocess; peak GiB is the process's peak resident memory
 (also as it stood once the step was compiled: on CPU XLA's compiler shares the process), "XLA
 plan" the step's peak from ``memory_analysis()`` (arguments + outputs that do not reuse them +
-temporaries; with two ``train.step_programs``, of the larger of its two programs): what an
+temporaries; with two ``train_step.step_programs``, of the larger of its two programs): what an
 accelerator holds.
 ``--cached`` gives every run a fresh persistent compilation cache and starts it a second time
 (compile only): the second start's compile is what a restart after a preemption pays.
@@ -54,7 +54,7 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
     from gcd_jax.cli import runtime
     from gcd_jax.diffusion import joint
     from gcd_jax.models.networks import build_networks
-    from gcd_jax.training import train, train_state
+    from gcd_jax.training import train_state, train_step
 
     config = configs.get(name)
     # A learned encoder's fields give the embeddings' width and length; no encoder runs in the
@@ -86,12 +86,12 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
         mesh,
     )
     t0 = time.perf_counter()
-    step = train.compile_train_step(config, nets, process, optimizer, mesh)
+    step = train_step.compile_train_step(config, nets, process, optimizer, mesh)
     compiled = step.lower(state, batch, frozen).compile()
     compile_s = time.perf_counter() - t0
     compile_peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     memory = compiled.memory_analysis()  # XLA's plan: the device memory the step needs
-    plan_gib = train.peak_bytes(memory) / 2**30
+    plan_gib = train_step.peak_bytes(memory) / 2**30
     flops = compiled.cost_analysis()["flops"]
     if steps == 0:  # compile only (the --cached second start)
         return {"compile_s": compile_s}

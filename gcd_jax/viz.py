@@ -10,6 +10,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 FONT_SIZE = 10  # Caption and legend text, pixels.
+# Between words of a caption: two spaces, as the bundled font's 2-pixel space at FONT_SIZE reads
+# as none ("A small" drawn as "Asmall").
+WORD_GAP = "  "
 MIN_TILE = (
     96  # Annotated grids upscale (nearest) tiles narrower than this, so text fits under them.
 )
@@ -94,7 +97,7 @@ def wrap(text: str, width: int, font: ImageFont.ImageFont) -> list[str]:
                 line = ""
             lines.append(word[:cut])
             word = word[cut:]
-        candidate = f"{line} {word}".strip()
+        candidate = f"{line}{WORD_GAP}{word}" if line else word
         if font.getlength(candidate) <= width or not line:
             line = candidate
         else:

@@ -34,6 +34,12 @@ FAST_COMPILE_FLAGS = (
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from gcd_jax.cli import runtime  # noqa: E402
+
+# The process-wide hooks run.py installs (Orbax's failed-I/O noise dropped, replicated arrays saved
+# whole on CPU), so that the in-process tests save as the CLI does.
+runtime.install_checkpoint_hooks()
+
 
 # The files that take minutes (train-step compiles, fixtures that train) go first, so that the
 # two workers, which take whole files in this order (``--no-loadscope-reorder``), end together.
@@ -49,7 +55,7 @@ def pytest_collection_modifyitems(items):
 
 
 def make_tiny_config() -> ml_collections.ConfigDict:
-    """The base config with DESIGN §4's "tiny" U-Net (dim 32, mults (1, 2, 4), one residual block
+    """The base config with docs/design.md §4's "tiny" U-Net (dim 32, mults (1, 2, 4), one residual block
     per level, self- and cross-attention at the third level only, 2 heads of 32, K = 8, 32×32)."""
     config = base.get_config()
     config.data.image_size = (32, 32)
@@ -125,7 +131,7 @@ def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
 def trained_demo(demo_data_dir, tmp_path_factory):
     """(config, workdir) of a 4-step tiny demo run with its checkpoints: trained once per test
     run; each worker process gets its own copy, which its tests may write into."""
-    from gcd_jax.training import train
+    from gcd_jax.cli import train
 
     config = small_demo_config(demo_data_dir)
     shared = built_once(

@@ -23,16 +23,18 @@ from experiments import base
 from gcd_jax import errors, sharding
 from gcd_jax.cli import sample
 from gcd_jax.convert import authors as convert
-from gcd_jax.data import builder_lib, cityscapes, pipeline, sources
-from gcd_jax.inference import generation
+from gcd_jax.data import builder_lib, cityscapes, classes, pipeline, sources
+from gcd_jax.inference import files, generation
+from gcd_jax.inference.model import from_state, load
 from gcd_jax.models import t5, text
 from gcd_jax.models.networks import build_networks
-from gcd_jax.training import checkpoint, train
+from gcd_jax.training import checkpoint, loop
 
 # pytest replaces sys.unraisablehook in each test, so the read errors of Orbax's abandoned
 # coroutines after a damaged restore (dropped in a real run) would come back as warnings.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
+DEMO = classes.dataset_info("demo")  # K = 8
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 ROW = re.compile(r"\| `([a-z0-9-]+)` \| .+ \| (`+) ?(.+?) ?\2 \|")
 CASES = {}
@@ -199,7 +201,7 @@ def _(request, tmp_path):
     )
     config = small_demo_config(tmp_path)
     config.train.step_programs = "three"
-    seen.append(raised(train.validate_config, config, sharding.make_mesh()))
+    seen.append(raised(loop.validate_config, config, sharding.make_mesh()))
     assert "'three'" in seen[1] and "['auto', 'one', 'two']" in seen[1]
     return seen
 
@@ -207,7 +209,7 @@ def _(request, tmp_path):
 @case("batch-not-divisible")
 def _(request, tmp_path):
     config = small_demo_config(tmp_path, global_batch_size=6)
-    return raised(train.validate_config, config, sharding.make_mesh())
+    return raised(loop.validate_config, config, sharding.make_mesh())
 
 
 @case("t5-missing")
@@ -218,13 +220,13 @@ def _(request, tmp_path):
 # ------------------------------------------------------------------ checkpoints
 @case("checkpoint-missing")
 def _(request, tmp_path):
-    return raised(generation.load, small_demo_config(tmp_path), str(tmp_path / "run"))
+    return raised(load, small_demo_config(tmp_path), str(tmp_path / "run"))
 
 
 @case("checkpoint-step-missing")
 def _(request, tmp_path):
     config, workdir = request.getfixturevalue("trained_demo")
-    return raised(generation.load, config, workdir, 3)
+    return raised(load, config, workdir, 3)
 
 
 @case("checkpoint-incompatible")
@@ -232,7 +234,7 @@ def _(request, tmp_path):
     config, workdir = request.getfixturevalue("trained_demo")
     other = small_demo_config(config.data.data_dir)
     other.model.dim = 8
-    return raised(generation.load, other, workdir)
+    return raised(load, other, workdir)
 
 
 @case("checkpoint-damaged")
@@ -243,8 +245,8 @@ def _(request, tmp_path):
     for how in DAMAGE:
         damaged = copy_run(workdir, tmp_path / how)
         damage(damaged, 4, how)
-        lines.append(raised(generation.load, config, damaged))
-    assert generation.load(config, damaged, step=2).step == 2
+        lines.append(raised(load, config, damaged))
+    assert load(config, damaged, step=2).step == 2
     return lines
 
 
@@ -301,31 +303,31 @@ def _(request, tmp_path):
     state, next_batch = ckpt.restore(abstract_train_state(config))
     ckpt.save(6, state, next_batch)
     line = raised(ckpt.close)
-    assert generation.load(config, workdir).step == 4  # the latest good checkpoint restores
+    assert load(config, workdir).step == 4  # the latest good checkpoint restores
     return line
 
 
 @case("nan-loss")
 def _(request, tmp_path):
-    return raised(train._check_finite, {"loss": float("nan"), "grad_norm": 1.0}, 7)
+    return raised(loop._check_finite, {"loss": float("nan"), "grad_norm": 1.0}, 7)
 
 
 # ------------------------------------------------------------------ sampling inputs
 @case("prompts-empty")
 def _(request, tmp_path):
-    return raised(sample.read_prompts, "")
+    return raised(files.read_prompts, "")
 
 
 @case("prompts-file-empty")
 def _(request, tmp_path):
     (tmp_path / "prompts.txt").write_text("\n  \n")
-    return raised(sample.read_prompts, str(tmp_path / "prompts.txt"))
+    return raised(files.read_prompts, str(tmp_path / "prompts.txt"))
 
 
 @case("prompt-list-empty")
 def _(request, tmp_path):
     config = small_demo_config(tmp_path)
-    model = generation.from_state(config, build_networks(config), None, None, 0)
+    model = from_state(config, build_networks(config), None, None, 0)
     return raised(generation.generate, model, [], jax.random.key(0))
 
 
@@ -338,23 +340,23 @@ def _(request, tmp_path):
 
 @case("layout-missing")
 def _(request, tmp_path):
-    return raised(sample.read_layout, str(tmp_path / "layout.png"), 8)
+    return raised(files.read_layout, str(tmp_path / "layout.png"), DEMO)
 
 
 @case("layout-not-an-image")
 def _(request, tmp_path):
     (tmp_path / "layout.png").write_text("not an image")
-    return raised(sample.read_layout, str(tmp_path / "layout.png"), 8)
+    return raised(files.read_layout, str(tmp_path / "layout.png"), DEMO)
 
 
-@case("layout-not-a-label-map")
+@case("layout-colours-outside-palette")
 def _(request, tmp_path):
-    return raised(sample.read_layout, png(tmp_path / "layout.png", np.zeros((32, 32, 3))), 8)
+    return raised(files.read_layout, png(tmp_path / "layout.png", np.zeros((32, 32, 3))), DEMO)
 
 
 @case("layout-values-out-of-range")
 def _(request, tmp_path):
-    return raised(sample.read_layout, png(tmp_path / "layout.png", np.full((32, 32), 9)), 8)
+    return raised(files.read_layout, png(tmp_path / "layout.png", np.full((32, 32), 9)), DEMO)
 
 
 @case("layout-wrong-size")
@@ -367,7 +369,7 @@ def _(request, tmp_path):
 @case("image-not-an-image")
 def _(request, tmp_path):
     (tmp_path / "image.png").write_bytes(os.urandom(64))
-    return raised(sample.read_image, str(tmp_path / "image.png"))
+    return raised(files.read_image, str(tmp_path / "image.png"))
 
 
 # ------------------------------------------------------------------ converting the authors' checkpoints

@@ -26,7 +26,7 @@ import pytest
 from gcd_jax import errors
 from gcd_jax.convert import authors as convert
 from gcd_jax.convert import reference_checkpoint, torch_checkpoint, torch_names
-from gcd_jax.inference import generation
+from gcd_jax.inference.model import load
 from gcd_jax.training import checkpoint, train_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def test_converted_unets_match_the_reference(tmp_path, case):
                 worst[f"{weights}/{name}_{tag}"] = float(np.abs(np.asarray(out) - want).max())
     print(f"{case}: {summary.num_tensors} tensors mapped, max |difference| {worst}")
     if case == "base":  # the sampling driver restores the converted checkpoint like any other
-        loaded = generation.load(config, str(tmp_path))
+        loaded = load(config, str(tmp_path))
         assert loaded.step == summary.step
         ema_leaves = jax.tree.leaves(state.ema_params)
         for a, b in zip(jax.tree.leaves(loaded.params), ema_leaves, strict=True):

@@ -12,9 +12,9 @@ from checkpoint_faults import copy_run, damage, failing_writes
 from conftest import small_demo_config
 
 from gcd_jax import errors
-from gcd_jax.cli import sample
-from gcd_jax.inference import generation
-from gcd_jax.training import checkpoint, train
+from gcd_jax.cli import sample, train
+from gcd_jax.inference.model import load
+from gcd_jax.training import checkpoint
 
 # pytest replaces sys.unraisablehook in each test, so the read errors of Orbax's abandoned
 # coroutines after a damaged restore (dropped in a real run) would come back as warnings.
@@ -43,7 +43,7 @@ def test_training_resumes_past_a_damaged_checkpoint_and_stops_when_a_write_fails
     assert [w for w in warnings if w.startswith("Checkpoint 4 cannot be restored")]
     names = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
     assert names[0] == "2" and names[1].startswith("4.damaged-") and "4" not in names, names
-    assert generation.load(config, workdir).step == 2
+    assert load(config, workdir).step == 2
 
 
 # ------------------------------------------------------------------ one line per user error
@@ -97,8 +97,8 @@ def test_orbax_leftovers_are_dropped(monkeypatch):
     previous hook."""
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
-    checkpoint._quiet_orbax_failures()
-    checkpoint._quiet_orbax_failures()  # installed once
+    checkpoint.quiet_orbax_failures()
+    checkpoint.quiet_orbax_failures()  # installed once
     orbax_coroutine = types.SimpleNamespace(
         cr_code=types.SimpleNamespace(co_filename=f"{os.sep}orbax{os.sep}checkpoint{os.sep}x.py")
     )

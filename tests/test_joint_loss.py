@@ -1,4 +1,4 @@
-"""The GCDP training loss against an independent float64 NumPy computation of DESIGN §3.
+"""The GCDP training loss against an independent float64 NumPy computation of docs/design.md §3.
 
 The random draws are reproduced with the key splits documented in ``joint.loss`` (Gaussian noise
 drawn flat, categorical draws by ``categorical.sample``'s Gumbel-max on ``[N, K]`` from

@@ -7,7 +7,7 @@ network is compiled once per case and its inputs are checked against those the r
 
 Where the two knowingly differ (measured on this fixture):
 - the reference's layout keep table is ``ᾱ(i/T) / ᾱ(0)`` (float32, a cumulative sum of logs), not
-  DESIGN §3's ``ᾱ(i/T)``: with our own schedule the layout term differs by up to 0.9 % at i ≥ 1
+  docs/design.md §3's ``ᾱ(i/T)``: with our own schedule the layout term differs by up to 0.9 % at i ≥ 1
   (largest at small i, where ``1 − ᾱ_s`` is small and ``ᾱ(0) = e^{−1e-4}`` changes it most); with
   the reference's table as the label schedule it agrees to float32 precision;
 - at ``i = 0`` the reference's ``y_t`` is ``y_0`` (keep probability 1) and its decoder term is
@@ -146,7 +146,7 @@ def test_layout_term_matches_reference_with_its_keep_table(case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_layout_term_with_our_schedule_is_within_a_percent(case):
-    """i ≥ 1 with DESIGN §3's ``ᾱ(t)`` (not divided by ``ᾱ(0)``): measured relative differences
+    """i ≥ 1 with docs/design.md §3's ``ᾱ(t)`` (not divided by ``ᾱ(0)``): measured relative differences
     2e-3, 7e-3, 9e-3, 2e-4 (base, i = 1, 2, 31, 420) and 2e-3, 6e-4, 1e-3, 3.5e-4 (SR, i = 1, 10,
     200, 610)."""
     out, f, i = loss(case, micro(case)[2]), fixture(case), grid_step(case)

@@ -73,7 +73,6 @@ def test_scan_blocks_is_structural_only_where_a_level_has_blocks_to_stack():
 def test_xla_flags_are_added_before_the_backends_start(monkeypatch):
     """``train.xla_flags`` go into $XLA_FLAGS unless the flag is already there (the user's value
     wins); once the backends have started adding one raises."""
-    from jax._src import xla_bridge
 
     jax.devices()  # the backends start
     config = demo.get_config()
@@ -82,7 +81,7 @@ def test_xla_flags_are_added_before_the_backends_start(monkeypatch):
     with pytest.raises(RuntimeError, match=r"\['--xla_a=1'\] must be set before"):
         runtime.add_xla_flags(config)
     assert os.environ["XLA_FLAGS"] == "--xla_b=false --xla_c"
-    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.setattr(runtime, "_backends_started", lambda: False)
     assert runtime.add_xla_flags(config) == "--xla_b=false --xla_c --xla_a=1"
     assert os.environ["XLA_FLAGS"] == "--xla_b=false --xla_c --xla_a=1"
     assert runtime.add_xla_flags(config) == os.environ["XLA_FLAGS"]  # nothing added twice

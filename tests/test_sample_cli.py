@@ -15,9 +15,11 @@ import pytest
 from PIL import Image
 
 from gcd_jax import viz
+from gcd_jax.cli import page as page_lib
 from gcd_jax.cli import sample
 from gcd_jax.data import classes
-from gcd_jax.inference import generation
+from gcd_jax.inference import cascade, files
+from gcd_jax.inference.model import load
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -67,16 +69,15 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     from conftest import small_demo_config
 
     with pytest.raises(FileNotFoundError, match="No checkpoint in"):
-        generation.load(small_demo_config(tmp_path), str(tmp_path / "empty"))
+        load(small_demo_config(tmp_path), str(tmp_path / "empty"))
 
 
 def test_bad_layout_values_are_named(tmp_path):
-    from conftest import small_demo_config
 
     path = tmp_path / "bad.png"
     Image.fromarray(np.full((32, 32), 9, np.uint8)).save(path)
     with pytest.raises(ValueError, match=r"bad.png: label values span \[9, 9\], need \[0, 8\)"):
-        sample.read_layout(str(path), small_demo_config(tmp_path).data.num_classes)
+        files.read_layout(str(path), classes.dataset_info("demo"))
 
 
 # ------------------------------------------------------------------ the SR cascade
@@ -103,8 +104,9 @@ def trained_cascade(demo_data_dir, tmp_path_factory):
     driver's base-model training is the session's ``trained_demo``; here it would only add a
     compile). The SR stage: trained by the driver, 2 steps of 16 examples in 2 accumulation steps
     over the 8 devices, with sample grids of held-out low-res pairs."""
+    from gcd_jax.cli import train
     from gcd_jax.models.networks import build_networks
-    from gcd_jax.training import checkpoint, train, train_state
+    from gcd_jax.training import checkpoint, train_state
 
     base, sr = sr_configs(demo_data_dir)
     sr.train.sample_every, sr.train.num_sample_images = 2, 3
@@ -164,11 +166,11 @@ def test_cascade_mismatch_is_a_clear_error(trained_cascade):
     with pytest.raises(
         ValueError, match=r"size: base samples \(16, 16\), SR model.lowres_size \(8, 8\)"
     ):
-        generation.check_cascade(base, other)
+        cascade.check_cascade(base, other)
     other = ml_collections.ConfigDict(sr.to_dict())
     other.data.num_classes = 5
     with pytest.raises(ValueError, match="classes: base 8, SR 5"):
-        generation.check_cascade(base, other)
+        cascade.check_cascade(base, other)
 
 
 def test_cascade_cli_end_to_end(trained_cascade):
@@ -203,11 +205,10 @@ def test_cascade_cli_end_to_end(trained_cascade):
 def test_the_page_runs_the_cascade(trained_cascade):
     """``--mode serve --sr_workdir``: the page's SR toggle gives 32x32 pairs from the 16x16 base,
     and keeps a given layout exactly at both resolutions (nearest-upscaled for the SR stage)."""
-    from gcd_jax.cli import serve
 
     base, sr, dirs = trained_cascade
-    page = serve.Page(generation.load(base, dirs["base16"]), generation.load(sr, dirs["sr"]))
-    scale = serve.display_scale((32, 32))
+    page = page_lib.Page(load(base, dirs["base16"]), load(sr, dirs["sr"]))
+    scale = page_lib.display_scale((32, 32))
     result = page.text_to_image("A large red square.", 2, 4, 3.0, 0, cascade=True)
     assert [p.shape for p, _ in result.pictures] == [(32 * scale, (32 + 2 + 32) * scale, 3)] * 2
     assert result.status.startswith("Done: 2 sample(s) at (32, 32)")
@@ -222,4 +223,4 @@ def test_the_page_runs_the_cascade(trained_cascade):
         shown[::scale, ::scale], palette[layout.repeat(2, 0).repeat(2, 1)]
     )
     with pytest.raises(ValueError, match="base model; give the SR model as --sr_workdir"):
-        serve.Page(generation.load(sr, dirs["sr"]))
+        page_lib.Page(load(sr, dirs["sr"]))

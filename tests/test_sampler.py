@@ -15,6 +15,8 @@ import pytest
 from experiments import base
 from gcd_jax import sharding
 from gcd_jax.diffusion import categorical, sampling
+from gcd_jax.inference import cascade, generation
+from gcd_jax.inference.model import Model
 from gcd_jax.models import build_unet
 from gcd_jax.models.networks import Apply
 
@@ -130,7 +132,7 @@ def np_linear(t):
 
 @pytest.mark.parametrize("t, s", [(0.6, 0.45), (0.05, 0.0)])
 def test_reverse_step_matches_numpy(t, s):
-    """One step against the formulas of DESIGN §3 in float64, with the step's own noise draws
+    """One step against the formulas of docs/design.md §3 in float64, with the step's own noise draws
     (step key -> (image noise, layout Gumbel)) and a denoiser returning fixed arrays. The layout
     draw is reproduced by ``categorical.sample`` from the posterior computed here."""
     r = np.random.default_rng(3)
@@ -366,33 +368,71 @@ def lowres_oracle(params, x_t, y_t, logsnr, cond):
     return (x_t - alpha * x0) / sigma, logits
 
 
+class OracleNets:
+    """Stands in for ``Networks`` in an inference ``Model``: the given ``apply`` and an all-zero
+    text condition (the oracles ignore the text)."""
+
+    def __init__(self, apply):
+        self.apply, self.text = apply, self
+
+    def tokenize(self, prompts):
+        return np.zeros((len(prompts), 1), np.int32), np.ones((len(prompts), 1), bool)
+
+    def encode_text(self, params, frozen, tokens, mask):
+        return jnp.zeros((*tokens.shape, 1))
+
+
+def oracle_model(apply, params, size, sampler, sr=False):
+    cfg = base.get_config()
+    cfg.data.num_classes, cfg.data.image_size = K, size
+    cfg.model.sr, cfg.model.lowres_size = sr, (4, 4)
+    cfg.sample.guidance_scale, cfg.sample.batch_size = 1.0, 2
+    return Model(cfg, OracleNets(apply), params, None, 0, sampler)
+
+
 def test_cascade_upsamples_base_samples():
     """Base stage: oracle of a 4×4 pair; SR stage (8×8): the low-res-copying oracle. The SR output
-    is the base pair upsampled (nearest here), so the conditioning plumbing is exact."""
+    is the base pair upsampled (nearest here), so the conditioning plumbing is exact; through the
+    inference cascade (``gcd_jax.inference.cascade``) the CLI, the page and evaluation use."""
+    ONE = sharding.make_mesh(jax.devices()[:1])  # the oracles' data has the batch's size
     xa, ya = random_pair(10, h=4, w=4)
-    base_sampler = make_sampler(steps=3)
-    sr_sampler = make_sampler(steps=3)
     sr_sampler = sampling.Sampler(
-        **{**vars(sr_sampler), "lowres_logsnr": lambda t: 30.0 + 0 * t, "lowres_resize": "nearest"}
+        **{
+            **vars(make_sampler(steps=3)),
+            "lowres_logsnr": lambda t: 30.0 + 0 * t,
+            "lowres_resize": "nearest",
+        }
     )
-    base_stage = sampling.Stage(base_sampler, oracle, (xa, ya), {})
-    sr_stage = sampling.Stage(sr_sampler, lowres_oracle, (), {})
-    key = jax.random.key(11)
-    (xb, yb), (x, y) = sampling.cascade(base_stage, sr_stage, key, ya.shape, (8, 8))
+    base_model = oracle_model(oracle, (xa, ya), (4, 4), make_sampler(steps=3))
+    sr_model = oracle_model(lowres_oracle, (), (8, 8), sr_sampler, sr=True)
+    up = lambda a: np.repeat(np.repeat(np.asarray(a), 2, axis=1), 2, axis=2)
+    prompts = ["", ""]
+    (xb, yb), (x, y) = cascade.cascade(base_model, sr_model, prompts, jax.random.key(11), mesh=ONE)
     np.testing.assert_allclose(xb, xa, atol=1e-3)
     np.testing.assert_array_equal(yb, ya)
-    up = lambda a: np.repeat(np.repeat(np.asarray(a), 2, axis=1), 2, axis=2)
     assert x.shape == (2, 8, 8, 3) and y.shape == (2, 8, 8)
     np.testing.assert_allclose(x, up(xa), atol=2e-3)
     np.testing.assert_array_equal(y, up(ya))
 
-    # Starting at the SR stage from a given pair.
+    # Starting at the SR stage from a given pair (the CLI's --image/--layout).
     xc, yc = random_pair(12, h=4, w=4)
-    key = jax.random.key(13)
-    (xs, ys), (x, y) = sampling.cascade(base_stage, sr_stage, key, ya.shape, (8, 8), start=(xc, yc))
-    assert xs is xc
+    x, y = generation.generate(sr_model, prompts, jax.random.key(13), lowres=(xc, yc), mesh=ONE)
     np.testing.assert_allclose(x, up(xc), atol=2e-3)
     np.testing.assert_array_equal(y, up(yc))
+
+    # A known layout at the SR size: the base stage is given it downsized, both keep it.
+    known = cascade.Known(
+        np.zeros((2, 8, 8, 3), np.float32),
+        np.zeros((2, 8, 8), bool),
+        up(ya),
+        np.ones((2, 8, 8), bool),
+    )
+    (xb, yb), (x, y) = cascade.cascade(
+        base_model, sr_model, prompts, jax.random.key(14), known, mesh=ONE
+    )
+    np.testing.assert_array_equal(yb, ya)
+    np.testing.assert_array_equal(y, up(ya))
+    np.testing.assert_allclose(x, up(xa), atol=2e-3)
 
 
 def test_upsampled_condition_noise_level():

@@ -6,9 +6,11 @@ import pytest
 from PIL import Image
 
 from gcd_jax import viz
+from gcd_jax.cli import page as page_lib
 from gcd_jax.cli import serve
 from gcd_jax.data import classes
 from gcd_jax.errors import InputError
+from gcd_jax.inference import files
 
 INFO = classes.dataset_info("demo")
 PALETTE = INFO.palette
@@ -22,7 +24,7 @@ def test_layout_from_colours_recovers_the_classes_of_each_block():
     rng = np.random.default_rng(0)
     layout = rng.integers(0, len(PALETTE), (8, 8))
     np.testing.assert_array_equal(
-        serve.layout_from_colours(coloured(layout, 1), PALETTE, (8, 8)), layout
+        files.layout_from_colours(coloured(layout, 1), PALETTE, (8, 8)), layout
     )
     big = coloured(layout, 4)
     # A painted canvas: colours a little off, and anti-aliased stroke edges: half-way blends of
@@ -30,13 +32,13 @@ def test_layout_from_colours_recovers_the_classes_of_each_block():
     noisy = np.clip(big.astype(int) + rng.integers(-12, 13, big.shape), 0, 255).astype(np.uint8)
     blend = 0.5 * noisy[::8, ::4] + 0.5 * np.roll(noisy, 4, axis=1)[::8, ::4]
     noisy[::8, ::4] = blend.astype(np.uint8)
-    np.testing.assert_array_equal(serve.layout_from_colours(noisy, PALETTE, (8, 8)), layout)
+    np.testing.assert_array_equal(files.layout_from_colours(noisy, PALETTE, (8, 8)), layout)
     # Transparent pixels (an RGBA upload) are background.
     rgba = np.concatenate([big, np.full((*big.shape[:2], 1), 255, np.uint8)], -1)
     rgba[:4, :4, 3] = 0
     expected = layout.copy()
     expected[0, 0] = 0
-    np.testing.assert_array_equal(serve.layout_from_colours(rgba, PALETTE, (8, 8)), expected)
+    np.testing.assert_array_equal(files.layout_from_colours(rgba, PALETTE, (8, 8)), expected)
 
 
 def test_layout_from_colours_names_bad_colours_and_sizes():
@@ -44,9 +46,9 @@ def test_layout_from_colours_names_bad_colours_and_sizes():
     image = coloured(layout, 2)
     image[:8] = 255  # half the picture white, in no palette colour
     with pytest.raises(InputError, match=r"50% of the layout's pixels .*#ffffff.*background"):
-        serve.layout_from_colours(image, PALETTE, (8, 8), INFO.class_names)
+        files.layout_from_colours(image, PALETTE, (8, 8), INFO.class_names)
     with pytest.raises(InputError, match=r"layout is 12x16 .* needs 8x8 or an integer multiple"):
-        serve.layout_from_colours(np.zeros((12, 16, 3), np.uint8), PALETTE, (8, 8))
+        files.layout_from_colours(np.zeros((12, 16, 3), np.uint8), PALETTE, (8, 8))
 
 
 def test_read_layout_file_takes_ids_or_colours(tmp_path):
@@ -55,27 +57,27 @@ def test_read_layout_file_takes_ids_or_colours(tmp_path):
     Image.fromarray(layout).save(ids)
     Image.fromarray(coloured(layout, 2)).save(rgb)
     for path in (ids, rgb):
-        np.testing.assert_array_equal(serve.read_layout_file(str(path), INFO, (32, 32)), layout)
+        np.testing.assert_array_equal(files.read_layout(str(path), INFO, (32, 32)), layout)
     Image.fromarray(np.full((32, 32), 9, np.uint8)).save(ids)
-    with pytest.raises(InputError, match="class ids up to 9; this model has 8 classes"):
-        serve.read_layout_file(str(ids), INFO, (32, 32))
+    with pytest.raises(InputError, match=r"label values span \[9, 9\], need \[0, 8\)"):
+        files.read_layout(str(ids), INFO, (32, 32))
     Image.fromarray(layout[:16]).save(ids)
-    with pytest.raises(InputError, match="label map is 16x32; the model needs 32x32"):
-        serve.read_layout_file(str(ids), INFO, (32, 32))
+    with pytest.raises(InputError, match=r"is \(16, 32\), the model needs \(32, 32\)"):
+        files.read_layout(str(ids), INFO, (32, 32))
     (tmp_path / "junk.png").write_bytes(b"not a png")
     with pytest.raises(InputError, match="not an image file"):
-        serve.read_layout_file(str(tmp_path / "junk.png"), INFO, (32, 32))
+        files.read_layout(str(tmp_path / "junk.png"), INFO, (32, 32))
 
 
 def test_image_for_model_resizes_to_the_model_range():
     image = np.zeros((64, 96, 4), np.uint8)
     image[..., 0], image[..., 3] = 255, 7  # alpha dropped
-    out = serve.image_for_model(image, (32, 32))
+    out = files.image_for_model(image, (32, 32))
     assert out.shape == (32, 32, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out[..., 0], 1.0)
     np.testing.assert_allclose(out[..., 1:], -1.0)
     with pytest.raises(InputError, match="expected an RGB picture"):
-        serve.image_for_model(np.zeros((4, 4, 2), np.uint8), (32, 32))
+        files.image_for_model(np.zeros((4, 4, 2), np.uint8), (32, 32))
 
 
 def test_legend_names_every_class_in_its_colour():
@@ -87,7 +89,7 @@ def test_legend_names_every_class_in_its_colour():
 @pytest.fixture(scope="module")
 def page(trained_demo):
     config, workdir = trained_demo
-    return serve.Page.load(config, workdir)
+    return page_lib.Page.load(config, workdir)
 
 
 def test_page_rejects_bad_input_with_messages(page):
@@ -122,7 +124,7 @@ def test_the_page_in_a_browser(page, tmp_path):
         )
     finally:
         blocks.close()
-    scale = serve.DISPLAY // 32
+    scale = page_lib.DISPLAY // 32
     assert (
         result["empty_prompt"].startswith(serve.ERROR_PREFIX.strip())
         and "Type a prompt" in result["empty_prompt"]
@@ -136,7 +138,7 @@ def test_the_page_in_a_browser(page, tmp_path):
     # background elsewhere, and nothing but palette colours.
     image, layout = result["l2i_pictures"]
     assert image.shape == layout.shape == (32 * scale, 32 * scale, 3)
-    ids = serve.layout_from_colours(layout, PALETTE, (32, 32))
+    ids = files.layout_from_colours(layout, PALETTE, (32, 32))
     assert set(np.unique(ids)) == {0, 1}
     assert (ids == 1).sum() >= 20 and (ids[:8] == 0).all() and (ids[-8:] == 0).all()
     # Image -> layout: the overlay is half the uploaded image (bicubic to 32x32, kept exactly by

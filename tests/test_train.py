@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from conftest import small_demo_config
 
-from gcd_jax.inference import generation
-from gcd_jax.training import train, train_state
+from gcd_jax.cli import train
+from gcd_jax.inference.model import load
+from gcd_jax.training import loop, train_state, train_step
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def test_resume_after_sigterm_continues_bit_for_bit(trained_demo, tmp_path, monk
     from gcd_jax.training.metric_log import MetricLog
 
     config, straight_dir = trained_demo
-    straight = generation.load(config, straight_dir)
+    straight = load(config, straight_dir)
     resumed_dir = str(tmp_path / "resumed")
     write = MetricLog.write
 
@@ -52,13 +53,13 @@ def test_resume_after_sigterm_continues_bit_for_bit(trained_demo, tmp_path, monk
     assert sorted(os.listdir(os.path.join(resumed_dir, "checkpoints"))) == ["2"]
     assert signal.getsignal(signal.SIGTERM) is handler  # the loop puts the handler back
     resumed_state = train.train_and_evaluate(config, resumed_dir)
-    resumed = generation.load(config, resumed_dir)
+    resumed = load(config, resumed_dir)
     assert int(resumed_state.step) == straight.step == resumed.step == 4
     for a, b in zip(leaves(straight.params), leaves(resumed_state.ema_params), strict=True):
         np.testing.assert_array_equal(a, b)
     raw = config.copy_and_resolve_references()
     raw.sample.use_ema = False
-    straight_raw = generation.load(raw, straight_dir).params
+    straight_raw = load(raw, straight_dir).params
     for a, b in zip(leaves(straight_raw), leaves(resumed_state.params), strict=True):
         np.testing.assert_array_equal(a, b)
     lines = [json.loads(x) for x in open(os.path.join(resumed_dir, "metrics.jsonl"))]
@@ -90,7 +91,7 @@ def compiled(num_devices: int, shard: bool = False):
     """(config, nets, optimizer, mesh, state layout, jitted train step) of the tests' demo model
     (``small_demo_config``: dim 16, batch 8) on the first ``num_devices`` devices; ``shard``:
     FSDP state, arrays of 16 KiB or more split (284 of its 1 552). On 8 devices the step is two
-    programs (``train.step_programs``, the CPU's default), on one device one program, so that the
+    programs (``train_step.step_programs``, the CPU's default), on one device one program, so that the
     1- and 8-device comparison also compares the two forms. Shared by the tests: each program is
     traced once (8 devices, replicated, is also the session run's XLA program)."""
     from gcd_jax import sharding
@@ -104,8 +105,8 @@ def compiled(num_devices: int, shard: bool = False):
     mesh = sharding.make_mesh(jax.devices()[:num_devices])
     nets, process = build_networks(config), joint.Process.from_config(config)
     optimizer = train_state.make_optimizer(config.optim)
-    layout = train.state_shardings(config, nets, optimizer, mesh)
-    step = train.compile_train_step(config, nets, process, optimizer, mesh, layout)
+    layout = train_step.state_shardings(config, nets, optimizer, mesh)
+    step = train_step.compile_train_step(config, nets, process, optimizer, mesh, layout)
     return config, nets, optimizer, mesh, layout, step
 
 
@@ -178,7 +179,11 @@ def test_norm_metrics_are_the_norms_and_optional(steps):
         config.train.norm_metrics = on
         nets, process = build_networks(config), joint.Process.from_config(config)
         step = functools.partial(
-            train.train_step, nets=nets, process=process, optimizer=kept["optimizer"], config=config
+            train_step.train_step,
+            nets=nets,
+            process=process,
+            optimizer=kept["optimizer"],
+            config=config,
         )
         batch = {
             "image": jax.ShapeDtypeStruct((8, 32, 32, 3), np.float32),
@@ -196,7 +201,7 @@ def test_norm_metrics_are_the_norms_and_optional(steps):
 
 
 def test_global_norm_is_the_norm_for_any_grouping():
-    """``train.global_norm`` against a float64 norm, jitted, on arrays of odd sizes, a bfloat16 one
+    """``train_step.global_norm`` against a float64 norm, jitted, on arrays of odd sizes, a bfloat16 one
     and a scalar: each leaf alone, in groups, all in one; and with the leaves over 8 devices, the
     large ones split (alone) and the small ones replicated (grouped), as ``update_step`` groups
     them under ``train.shard_state``."""
@@ -212,7 +217,7 @@ def test_global_norm_is_the_norm_for_any_grouping():
 
     for group_bytes, group_arrays in ((1, 10), (64, 10), (300, 10), (10**9, 10), (10**9, 2)):
         grouped = functools.partial(
-            train.global_norm, group_bytes=group_bytes, group_arrays=group_arrays
+            train_step.global_norm, group_bytes=group_bytes, group_arrays=group_arrays
         )
         norm = jax.jit(grouped)(tree)
         assert norm.dtype == np.float32
@@ -221,7 +226,7 @@ def test_global_norm_is_the_norm_for_any_grouping():
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     placed = jax.device_put(tree, sharding.replicated(mesh))
     placed["b"][0], placed["c"] = jax.device_put((tree["b"][0], tree["c"]), split)
-    norm = jax.jit(functools.partial(train.global_norm, group_bytes=48))(placed)
+    norm = jax.jit(functools.partial(train_step.global_norm, group_bytes=48))(placed)
     np.testing.assert_allclose(float(norm), float64_norm(tree), rtol=1e-6)
 
 
@@ -251,7 +256,7 @@ def test_sharded_state_trains_and_restores_like_replicated(steps, tmp_path):
         ckpt.save(1, source["state"], 1)
         ckpt.close()
         config.train.shard_state = shard
-        target = train.state_target(config, source["nets"], source["optimizer"], mesh)
+        target = train_step.state_target(config, source["nets"], source["optimizer"], mesh)
         restored, _ = checkpoint.Checkpointer(workdir, config).restore(target, 1)
         for a, b in zip(leaves(restored), leaves(source["state"]), strict=True):
             np.testing.assert_array_equal(a, b)
@@ -327,7 +332,7 @@ def test_loss_decreases_overfitting_a_tiny_batch():
 
 
 def test_compiled_programs_are_reused_only_for_the_same_config_and_mesh(monkeypatch):
-    """``train._compiled`` (what a second ``train_and_evaluate`` in one process reuses): the same
+    """``loop._compiled`` (what a second ``train_and_evaluate`` in one process reuses): the same
     program for the same (what, config, mesh); any other model field, mesh or program compiles."""
     import collections
     import types
@@ -341,10 +346,10 @@ def test_compiled_programs_are_reused_only_for_the_same_config_and_mesh(monkeypa
             lowered.append(args)
             return types.SimpleNamespace(compile=object)
 
-    monkeypatch.setattr(train, "_PROGRAMS", collections.OrderedDict())
+    monkeypatch.setattr(loop, "_PROGRAMS", collections.OrderedDict())
     config, mesh = small_demo_config("unused"), sharding.make_mesh()
-    first, _ = train._compiled("train_step", config, mesh, Jitted(), 1)
-    again, seconds = train._compiled(
+    first, _ = loop._compiled("train_step", config, mesh, Jitted(), 1)
+    again, seconds = loop._compiled(
         "train_step", config.copy_and_resolve_references(), mesh, Jitted(), 1
     )
     assert again is first and seconds == 0.0 and len(lowered) == 1
@@ -355,5 +360,5 @@ def test_compiled_programs_are_reused_only_for_the_same_config_and_mesh(monkeypa
         ("train_step", config, sharding.make_mesh(jax.devices()[:1])),
         ("init", config, mesh),
     ):
-        assert train._compiled(*args, Jitted(), 1)[0] is not first
+        assert loop._compiled(*args, Jitted(), 1)[0] is not first
     assert len(lowered) == 4

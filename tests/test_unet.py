@@ -31,7 +31,7 @@ _spec.loader.exec_module(make_unet_fixture)
 FIXTURE = np.load(FIXTURES / "unet_reference.npz")
 MICRO = json.loads(str(FIXTURE["micro_json"]))
 
-# DESIGN §4, counted on the reference implementation (imagen-pytorch's JointUnet as GCDP builds it,
+# docs/design.md §4, counted on the reference implementation (imagen-pytorch's JointUnet as GCDP builds it,
 # T5-large text width 1024, 256 text tokens).
 REFERENCE_PARAMS = {"tiny": 3_850_003, "cityscapes": 697_353_097, "cityscapes_sr": 717_241_511}
 

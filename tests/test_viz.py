@@ -101,3 +101,15 @@ def test_annotated_grid_has_the_upscaled_pairs_captions_and_legend():
         assert (legend[top.shape[0] :] == colour).all(axis=-1).sum() >= 36
     with pytest.raises(ValueError, match="2 captions for 3 pairs"):
         viz.annotated_grid(images, layouts, PALETTE, captions[:2])
+
+
+def test_caption_words_keep_a_visible_space():
+    """ "A small" is drawn with a gap of white columns between "A" and "small" at least as wide as
+    a third of the font size, wider than any gap inside "small" (it was drawn as "Asmall")."""
+    band = viz.caption_band(["A small"], 64, 2, 68)
+    ink = (band.min(axis=(0, 2)) < 128)[2:]  # columns holding dark pixels, after the padding
+    columns = np.flatnonzero(ink)
+    gaps = np.diff(columns) - 1  # white columns between consecutive inked columns
+    first_gap = int(gaps[np.argmax(gaps > 0)])  # the first gap: after the "A"
+    assert first_gap >= viz.FONT_SIZE // 3
+    assert first_gap > gaps[np.argmax(gaps > 0) + 1 :].max()

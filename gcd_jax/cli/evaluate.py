@@ -34,6 +34,7 @@ from gcd_jax.diffusion import sampling
 from gcd_jax.errors import ConfigError
 from gcd_jax.evaluation import metrics
 from gcd_jax.inference import generation
+from gcd_jax.inference.model import load
 
 Segmenter = Callable[[np.ndarray], np.ndarray]  # images [N, H, W, 3] in [-1, 1] -> int [N, H, W]
 
@@ -235,7 +236,7 @@ def evaluate_main(
     info = classes.dataset_info(config.data.name)
     feature_name = "user_features" if features is not None else e.features
     features = features if features is not None else feature_network(e.features)
-    model = generation.load(config, workdir, step)
+    model = load(config, workdir, step)
     prompts, examples = held_out(config, e.num_samples)
     real = examples["image"]
     logging.info("evaluate: step %d, %d prompts", model.step, len(prompts))

@@ -15,73 +15,20 @@ on top, coloured layouts below), ``{i:04d}_image.png``, ``{i:04d}_label.png`` (r
 
 import json
 import os
-import pathlib
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from PIL import Image
 
 from gcd_jax import viz
 from gcd_jax.data import classes
 from gcd_jax.diffusion import sampling
-from gcd_jax.errors import InputError, MissingError
-from gcd_jax.inference import generation
+from gcd_jax.errors import InputError
+from gcd_jax.inference import cascade, files, generation
+from gcd_jax.inference.model import Model, load
+from gcd_jax.interfaces import Pair
 from gcd_jax.training import checkpoint
-
-
-def read_prompts(prompts: str) -> list[str]:
-    """``prompts``: a file with one prompt per line, or prompts separated by ';'. Blank prompts
-    are dropped; ``InputError`` when none is left."""
-    if os.path.isfile(prompts):
-        lines = pathlib.Path(prompts).read_text().splitlines()
-    else:
-        lines = prompts.split(";")
-    result = [p.strip() for p in lines if p.strip()]
-    if not result:
-        where = f"the file {prompts}" if os.path.isfile(prompts) else f"--prompts={prompts!r}"
-        raise InputError(
-            f"No prompts in {where}: give a file with one prompt per line or "
-            "--prompts='first prompt;second prompt'."
-        )
-    return result
-
-
-def _open_image(path: str, what: str) -> Image.Image:
-    """The decoded image file at ``path``; ``MissingError`` / ``InputError`` naming it."""
-    if not os.path.isfile(path):
-        raise MissingError(f"{what} {path} does not exist.")
-    try:
-        with Image.open(path) as image:
-            return image.copy()  # Decodes now, inside the try.
-    except (OSError, ValueError, SyntaxError) as error:  # PIL.UnidentifiedImageError is OSError.
-        raise InputError(f"{what} {path} is not an image file PIL can read ({error}).") from None
-
-
-def read_layout(path: str, num_classes: int) -> np.ndarray:
-    """A raw label-map PNG ``[H, W]`` with values in [0, K); anything else is an ``InputError``."""
-    label = np.asarray(_open_image(path, "--layout"))
-    if label.ndim != 2:
-        raise InputError(
-            f"{path}: a layout must be a single-channel label map (class ids), got {label.shape}."
-        )
-    if label.min() < 0 or label.max() >= num_classes:
-        raise InputError(
-            f"{path}: label values span [{label.min()}, {label.max()}], need [0, {num_classes})."
-        )
-    return label.astype(np.int32)
-
-
-def read_image(path: str) -> np.ndarray:
-    """An RGB image file -> float32 ``[H, W, 3]`` in [−1, 1]."""
-    image = _open_image(path, "--image").convert("RGB")
-    return np.asarray(image, np.float32) / 127.5 - 1.0
-
-
-def _check_size(path: str, array: np.ndarray, size: tuple[int, int]) -> None:
-    if array.shape[:2] != tuple(size):
-        raise InputError(f"{path} is {array.shape[:2]}, the model needs {tuple(size)} (H, W).")
 
 
 def write_samples(outdir: str, config, images, layouts, manifest: dict) -> None:
@@ -97,7 +44,7 @@ def write_samples(outdir: str, config, images, layouts, manifest: dict) -> None:
         json.dump(manifest, f, indent=2)
 
 
-def _manifest(model: generation.Model, seed: int, prompts: list[str], **extra) -> dict:
+def _manifest(model: Model, seed: int, prompts: list[str], **extra) -> dict:
     s = model.config.sample
     return {
         "checkpoint_step": model.step,
@@ -111,7 +58,7 @@ def _manifest(model: generation.Model, seed: int, prompts: list[str], **extra) -
     }
 
 
-def _given_lowres(config, prompts, image_path, layout_path) -> generation.Pair:
+def _given_lowres(config, prompts, image_path, layout_path) -> Pair:
     """The SR stage's start from files: one image and one layout, resized to the low-res size
     (nearest, as the reference resizes its start image), repeated for every prompt."""
     if not (image_path and (layout_path or not config.model.joint)):
@@ -119,8 +66,9 @@ def _given_lowres(config, prompts, image_path, layout_path) -> generation.Pair:
             "An SR config samples from --base_workdir (the cascade) or from --image and --layout "
             "(starting at the SR stage)."
         )
-    image = read_image(image_path)[None]
-    label = read_layout(layout_path, config.data.num_classes)[None] if layout_path else None
+    info = classes.dataset_info(config.data.name)
+    image = files.read_image(image_path)[None]
+    label = files.read_layout(layout_path, info)[None] if layout_path else None
     if label is not None and label.shape != image.shape[:3]:
         raise InputError(f"{image_path} is {image.shape[1:3]} but {layout_path} {label.shape[1:]}.")
     lowres_config = ml_collections.ConfigDict(config.to_dict())
@@ -141,24 +89,24 @@ def sample_main(
     layout_path: str = "",
 ) -> str:
     """``--mode sample``: returns the output folder ``{workdir}/samples/step_{S}_seed_{seed}``."""
-    prompt_list = read_prompts(prompts)
+    prompt_list = files.read_prompts(prompts)
     if not config.model.sr and (base_workdir or image_path or layout_path):
         raise InputError("--base_workdir/--image/--layout are for SR configs (model.sr=True).")
     key = jax.random.key(seed)
     base = None
     if config.model.sr and base_workdir:
         base_config = checkpoint.read_config(base_workdir)
-        generation.check_cascade(base_config, config)
-        base = generation.load(base_config, base_workdir)
+        cascade.check_cascade(base_config, config)
+        base = load(base_config, base_workdir)
     elif config.model.sr:
         lowres = _given_lowres(config, prompt_list, image_path, layout_path)
-    model = generation.load(config, workdir, step)
+    model = load(config, workdir, step)
     logging.info("sampling %d prompts from step %d", len(prompt_list), model.step)
     progress = generation.log_progress("sample")
     outdir = os.path.join(workdir, "samples", f"step_{model.step}_seed_{seed}")
     if base is not None:
-        lowres, (images, layouts) = generation.cascade(
-            base, model, prompt_list, key, None, progress
+        lowres, (images, layouts) = cascade.cascade(
+            base, model, prompt_list, key, progress=progress
         )
         manifest = _manifest(base, seed, prompt_list, workdir=base_workdir)
         write_samples(os.path.join(outdir, "lowres"), base.config, *lowres, manifest)
@@ -192,17 +140,18 @@ def outpaint_main(
     if config.model.sr and not (image_path and layout_path):
         raise InputError("SR outpainting conditions on a low-res pair: give --image and --layout.")
     size = tuple(config.data.image_size)
-    prompt_list = read_prompts(prompts) if prompts else [""]
+    prompt_list = files.read_prompts(prompts) if prompts else [""]
     n = len(prompt_list)
-    image = read_image(image_path) if image_path else np.zeros((*size, 3), np.float32)
-    label = read_layout(layout_path, config.data.num_classes) if layout_path else None
-    for path, array in ((image_path, image), (layout_path, label)):
-        if path:
-            _check_size(path, array, size)
+    image = np.zeros((*size, 3), np.float32)
+    if image_path:
+        image = files.read_image(image_path)
+        files.check_size(image_path, image, size)
+    info = classes.dataset_info(config.data.name)
+    label = files.read_layout(layout_path, info, size) if layout_path else None
     images = np.broadcast_to(image, (n, *size, 3))
     labels = None if label is None else np.broadcast_to(label, (n, *size))
     lowres = generation.lowres_from_data(config, images, labels) if config.model.sr else None
-    model = generation.load(config, workdir, step)
+    model = load(config, workdir, step)
     scale = sampling.config_guidance(config.sample) if prompts else 0.0
     x, y = generation.outpaint(
         model,

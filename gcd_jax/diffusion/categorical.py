@@ -100,7 +100,7 @@ def vb_loss(
     is_first: jax.Array,
     num_timesteps: int,
 ) -> jax.Array:
-    """Per-example variational-bound term of the layout on a grid of ``T`` steps (DESIGN §3).
+    """Per-example variational-bound term of the layout on a grid of ``T`` steps (docs/design.md §3).
 
     For grid step ``i`` (``t = i/T``, ``s = (i−1)/T``), summed over pixels:
     ``T · KL(q(y_s|y_t, y_0) ‖ p(y_s|y_t))`` for ``i > 0``, the decoder NLL ``T · (−log p(y_0|y_t))``

@@ -1,7 +1,7 @@
 """The Gaussian-categorical process: the training loss and the low-resolution conditioning of the
 super-resolution stage. The sampler lives in ``gcd_jax.diffusion.sampling``.
 
-Time conventions (DESIGN §3, matching the reference implementation, github:pmh9960/GCDP,
+Time conventions (docs/design.md §3, matching the reference implementation, github:pmh9960/GCDP,
 ``JointImagen.p_losses``):
 
 - ``t ~ U(0, t_max)`` per example, continuous; the image is noised at ``t`` with the image
@@ -226,7 +226,7 @@ def _label_grid(process: Process, t: jax.Array) -> tuple[jax.Array, jax.Array, j
 def loss(
     process: Process, apply: Apply, params: Any, batch: dict[str, jax.Array], key: jax.Array
 ) -> dict[str, jax.Array]:
-    """Per-example GCDP training loss (DESIGN §3): draws the randomness, then ``loss_from_draws``.
+    """Per-example GCDP training loss (docs/design.md §3): draws the randomness, then ``loss_from_draws``.
 
     Args:
       process: from ``Process.from_config``.
@@ -272,7 +272,7 @@ def loss_from_draws(
     noise: jax.Array,
     y_t: jax.Array | None,
 ) -> dict[str, jax.Array]:
-    """Per-example GCDP training loss given its random draws (DESIGN §3).
+    """Per-example GCDP training loss given its random draws (docs/design.md §3).
 
     Args:
       process: from ``Process.from_config``.

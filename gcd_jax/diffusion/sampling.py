@@ -1,8 +1,8 @@
-"""Ancestral sampling of image–layout pairs, cross-modal outpainting (RePaint) and the SR cascade.
+"""Ancestral sampling of image–layout pairs, cross-modal outpainting (RePaint) and the SR condition.
 
 Time runs on the uniform grid ``t_n = 1 − n/N``, ``n = 0..N``; step ``n`` goes from ``t = t_n`` to
 ``s = t_{n+1}``. The denoiser is conditioned on the image log-SNR ``λ_img(t)`` (as in training, see
-``gcd_jax.diffusion.joint``). Each step (DESIGN §3):
+``gcd_jax.diffusion.joint``). Each step (docs/design.md §3):
 
 - image: ``x̂_0 = (x_t − σ_t ε̂)/α_t``, dynamically thresholded; ``x_s`` drawn from the Gaussian
   posterior ``q(x_s | x_t, x̂_0)``; at ``s = 0`` the sample is ``x̂_0`` itself (no noise);
@@ -39,14 +39,10 @@ from jax.sharding import Mesh
 from gcd_jax import sharding
 from gcd_jax.diffusion import categorical, gaussian, joint, schedules
 from gcd_jax.errors import ConfigError
+from gcd_jax.interfaces import ApplyFn, Guidance, Pair
 
-# ``apply(params, x_t [B,H,W,3], y_t [B,H,W] int32 | None, logsnr [B], cond) -> (eps_hat
-# [B,H,W,3], logits [B,H,W,K] | None)``; ``cond`` is a dict of batch-leading arrays (text
-# embeddings, masks, SR conditioning; see ``gcd_jax.models.networks``). Hashable.
-Apply = Callable[..., tuple[jax.Array, jax.Array | None]]
 # Inside the compiled loop: ``denoise(x_t, y_t, logsnr, cond)``, the guided network.
 Denoiser = Callable[..., tuple[jax.Array, jax.Array | None]]
-Pair = tuple[jax.Array, jax.Array | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +93,7 @@ class Sampler:
 
 # ------------------------------------------------------------------ guidance
 def guided(
-    apply: Apply,
+    apply: ApplyFn,
     params: Any,
     guidance_scale: jax.Array | None,
     x_t: jax.Array,
@@ -133,10 +129,6 @@ def guided(
 
     w = jnp.broadcast_to(guidance_scale, (2,))  # (image, layout)
     return combine(outputs[0], w[0]), combine(outputs[1], w[1])
-
-
-# ``w`` for both heads, or ``(w_image, w_layout)``.
-Guidance = float | tuple[float, float] | jax.Array
 
 
 def config_guidance(sample: ml_collections.ConfigDict) -> float | tuple[float, float]:
@@ -255,7 +247,7 @@ def _sample_jit(sampler, apply, params, scale, cond, key, shape, mesh):
 
 def sample_pairs(
     sampler: Sampler,
-    apply: Apply,
+    apply: ApplyFn,
     params: Any,
     cond: dict[str, Any],
     key: jax.Array,
@@ -359,7 +351,7 @@ def _outpaint(sampler, apply, params, scale, cond, key, known, mesh):
 
 def outpaint(
     sampler: Sampler,
-    apply: Apply,
+    apply: ApplyFn,
     params: Any,
     cond: dict[str, Any],
     key: jax.Array,
@@ -391,7 +383,8 @@ def outpaint(
     return _outpaint(sampler, apply, params, scale, cond, key, known, mesh)
 
 
-# ------------------------------------------------------------------ super-resolution cascade
+# ------------------------------------------------------------------ super-resolution condition
+@functools.partial(jax.jit, static_argnames=("sampler", "size"))
 def upsampled_condition(
     sampler: Sampler,
     image: jax.Array,
@@ -400,7 +393,8 @@ def upsampled_condition(
     key: jax.Array,
 ) -> dict[str, jax.Array | None]:
     """The SR U-Net's low-res inputs from a low-res pair ``[B, h, w, 3]``/``[B, h, w]``: resized to
-    ``size`` and noised at the fixed time ``sampler.lowres_aug_t`` (``joint.lowres_condition``)."""
+    ``size`` and noised at the fixed time ``sampler.lowres_aug_t`` (``joint.lowres_condition``).
+    The cascade (``gcd_jax.inference.cascade``) merges it into the SR stage's ``cond``."""
     image_up, label_up = joint.resize_pair(
         image, label if sampler.joint else None, size, sampler.lowres_resize
     )
@@ -408,80 +402,3 @@ def upsampled_condition(
     return joint.lowres_condition(
         image_up, label_up, sampler.lowres_logsnr(t_aug), key, sampler.num_classes
     )
-
-
-@functools.partial(jax.jit, static_argnames=("sampler", "size"))
-def lowres_condition(
-    sampler: Sampler, image: jax.Array, label: jax.Array | None, size: tuple[int, int], key
-) -> dict[str, jax.Array | None]:
-    """Compiled ``upsampled_condition`` (for drivers that build the SR ``cond`` per batch)."""
-    return upsampled_condition(sampler, image, label, size, key)
-
-
-@functools.partial(jax.jit, static_argnames=("sampler", "apply", "size", "mesh"))
-def _super_resolve(sampler, apply, params, scale, cond, key, image, label, size, mesh):
-    k_cond, k_sample = jax.random.split(key)
-    lowres = upsampled_condition(sampler, image, label, size, k_cond)
-    denoise = functools.partial(guided, apply, params, scale)
-    shape = (image.shape[0], *size)
-    return _sample(sampler, denoise, {**cond, **lowres}, k_sample, shape, mesh)
-
-
-def super_resolve(
-    sampler: Sampler,
-    apply: Apply,
-    params: Any,
-    cond: dict[str, Any],
-    key: jax.Array,
-    image: jax.Array,
-    label: jax.Array | None,
-    size: tuple[int, int],
-    guidance_scale: Guidance = 1.0,
-    mesh: Mesh | None = None,
-) -> Pair:
-    """The SR stage: samples ``size = (H, W)`` pairs conditioned on low-res ones.
-
-    Args:
-      sampler: the SR stage's ``Sampler``. apply, params: the SR U-Net; it receives ``cond``
-        merged with ``upsampled_condition``'s ``lowres_image``, ``lowres_label``, ``lowres_logsnr``.
-      cond: dict of batch-leading arrays (the SR U-Net's text conditioning).
-      key: split into (low-res condition, sampling).
-      image, label: low-res pair ``[B, h, w, 3]`` / ``[B, h, w]`` (base samples, or given data:
-        "start at the SR stage").
-      guidance_scale, mesh: as in ``sample_pairs`` (*ref* SR guidance 1.0).
-    """
-    scale = _scale(guidance_scale)
-    args = (cond, key, image, label, tuple(size), mesh)
-    return _super_resolve(sampler, apply, params, scale, *args)
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """One stage of the cascade: its sampler, network, parameters, text condition and guidance."""
-
-    sampler: Sampler
-    apply: Apply
-    params: Any
-    cond: dict[str, Any]
-    guidance_scale: Guidance = 1.0
-
-
-def cascade(
-    base: Stage,
-    sr: Stage,
-    key: jax.Array,
-    base_shape: tuple[int, int, int],
-    sr_size: tuple[int, int],
-    start: Pair | None = None,
-    mesh: Mesh | None = None,
-) -> tuple[Pair, Pair]:
-    """Base samples ``(B, h, w)`` -> SR samples ``(B, *sr_size)``; returns both stages' pairs.
-
-    ``start``: a given low-res pair replacing the base stage. ``key`` splits into (base, SR).
-    """
-    k_base, k_sr = jax.random.split(key)
-    if start is None:
-        args = (base.cond, k_base, base_shape, base.guidance_scale, mesh)
-        start = sample_pairs(base.sampler, base.apply, base.params, *args)
-    args = (sr.cond, k_sr, *start, sr_size, sr.guidance_scale, mesh)
-    return start, super_resolve(sr.sampler, sr.apply, sr.params, *args)

@@ -1,7 +1,6 @@
-"""A trained model ready to sample, and the one batched generator every driver uses.
+"""The one batched generator every driver uses.
 
-``load`` restores only the parameters a sampler needs (EMA or raw, by an Orbax partial restore;
-never the optimizer state). ``generate``, ``outpaint`` and ``cascade`` run the compiled sampler of
+``generate`` and ``outpaint`` run the compiled sampler of
 ``gcd_jax.diffusion.sampling`` over any number of prompts in batches of ``sample.batch_size``: each batch is
 padded to whole batches per device, laid out over the ``data`` mesh of every device of every host,
 and its results are gathered on every host (``multihost_utils.process_allgather``), so the same
@@ -13,7 +12,6 @@ SR models (``model.sr``) are conditioned on a low-resolution pair ``lowres = (im
 at unet 2") or held-out data resized down (``lowres_from_data``, as the training condition).
 """
 
-import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -29,73 +27,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gcd_jax import sharding
 from gcd_jax.diffusion import joint, sampling
-from gcd_jax.errors import ConfigError, InputError
-from gcd_jax.models.networks import Networks, build_networks
-from gcd_jax.training import checkpoint
-
-PyTree = Any
-Pair = tuple[np.ndarray, np.ndarray | None]
-# ``progress(done, total)``: called after each batch.
-Progress = Callable[[int, int], None]
-
-
-@dataclasses.dataclass(frozen=True)
-class Model:
-    """One trained stage: its config, networks, sampling parameters (the trainable tree: EMA or
-    raw), the frozen text encoder's parameters, and the checkpoint step."""
-
-    config: ml_collections.ConfigDict
-    nets: Networks
-    params: PyTree
-    frozen: PyTree
-    step: int
-
-    @property
-    def sampler(self) -> sampling.Sampler:
-        return sampling.Sampler.from_config(self.config)
-
-    @property
-    def sr(self) -> bool:
-        return bool(self.config.model.sr)
-
-    def text_condition(self, prompts: list[str]) -> dict[str, jax.Array]:
-        """``{'text': [B, L, D], 'text_mask': [B, L]}`` for ``prompts``."""
-        tokens, mask = self.nets.text.tokenize(prompts)
-        text = self.nets.encode_text(self.params, self.frozen, tokens, mask)
-        return {"text": text, "text_mask": jnp.asarray(mask)}
-
-
-def load(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    step: int | None = None,
-    mesh: Mesh | None = None,
-) -> Model:
-    """Restores the sampling parameters at ``step`` (default: latest) of ``workdir``: EMA when
-    ``config.sample.use_ema``, else the raw parameters, replicated over ``mesh``. Raises
-    ``MissingError`` when there is no such checkpoint (listing the steps there are),
-    ``CheckpointError`` when it was made with another model or cannot be read back (naming the
-    cause and the other steps)."""
-    mesh = sharding.make_mesh() if mesh is None else mesh
-    nets = build_networks(config)
-    ckpt = checkpoint.Checkpointer(workdir, config, create=False)
-    try:
-        step = ckpt.resolve_step(step)
-        replicated = sharding.replicated(mesh)
-        abstract = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-            jax.eval_shape(nets.init, jax.random.key(0)),
-        )
-        field = "ema_params" if config.sample.use_ema else "params"
-        params = ckpt.restore_params(abstract, step, field)
-    finally:
-        ckpt.close()
-    return Model(config, nets, params, nets.load_frozen(), step)
-
-
-def from_state(config: ml_collections.ConfigDict, nets: Networks, params, frozen, step) -> Model:
-    """A ``Model`` from parameters in memory (e.g. the EMA parameters of a running training)."""
-    return Model(config, nets, params, frozen, int(step))
+from gcd_jax.errors import InputError
+from gcd_jax.inference.model import Model
+from gcd_jax.interfaces import Guidance, Pair, Progress
 
 
 # ------------------------------------------------------------------ batching
@@ -161,7 +95,7 @@ def _condition(model: Model, prompts, rows, lowres, key, mesh) -> dict[str, jax.
         size = tuple(model.config.data.image_size)
         label_rows = None if label is None else _global(label[rows], mesh)
         image_rows = _global(image[rows], mesh)
-        cond.update(sampling.lowres_condition(model.sampler, image_rows, label_rows, size, key))
+        cond.update(sampling.upsampled_condition(model.sampler, image_rows, label_rows, size, key))
     return cond
 
 
@@ -185,7 +119,7 @@ def generate(
     model: Model,
     prompts: list[str],
     key: jax.Array,
-    guidance_scale: sampling.Guidance | None = None,
+    guidance_scale: Guidance | None = None,
     lowres: Pair | None = None,
     mesh: Mesh | None = None,
     progress: Progress | None = None,
@@ -230,7 +164,7 @@ def outpaint(
     image_mask: np.ndarray,
     label: np.ndarray | None,
     label_mask: np.ndarray | None,
-    guidance_scale: sampling.Guidance | None = None,
+    guidance_scale: Guidance | None = None,
     lowres: Pair | None = None,
     mesh: Mesh | None = None,
     progress: Progress | None = None,
@@ -270,54 +204,6 @@ def outpaint(
         )
 
     return _batched(len(prompts), model.config.sample.batch_size, mesh, run, progress)
-
-
-def check_cascade(base: ml_collections.ConfigDict, sr: ml_collections.ConfigDict) -> None:
-    """ConfigError naming the mismatch when a base model cannot feed an SR model."""
-    if not sr.model.sr:
-        raise ConfigError("The cascade's second stage must be an SR config (model.sr=True).")
-    if base.model.sr:
-        raise ConfigError("The base workdir holds an SR model (model.sr=True), not a base model.")
-    problems = []
-    if base.data.num_classes != sr.data.num_classes:
-        problems.append(f"classes: base {base.data.num_classes}, SR {sr.data.num_classes}")
-    if tuple(base.data.image_size) != tuple(sr.model.lowres_size):
-        problems.append(
-            f"size: base samples {tuple(base.data.image_size)}, SR model.lowres_size "
-            f"{tuple(sr.model.lowres_size)}"
-        )
-    if base.model.joint != sr.model.joint:
-        problems.append(f"joint: base {base.model.joint}, SR {sr.model.joint}")
-    if problems:
-        raise ConfigError("The base and SR models do not fit together: " + "; ".join(problems))
-
-
-def cascade(
-    base: Model,
-    sr: Model,
-    prompts: list[str],
-    key: jax.Array,
-    mesh: Mesh | None = None,
-    progress: Progress | None = None,
-) -> tuple[Pair, Pair]:
-    """Base samples -> SR samples for each prompt; returns both stages' pairs (host arrays).
-    ``key`` splits into (base, SR); each stage samples with its own config's guidance."""
-    check_cascade(base.config, sr.config)
-    k_base, k_sr = jax.random.split(key)
-    t0 = time.perf_counter()
-    low = generate(base, prompts, k_base, mesh=mesh, progress=progress)
-    t1 = time.perf_counter()
-    high = generate(sr, prompts, k_sr, lowres=low, mesh=mesh, progress=progress)
-    t2 = time.perf_counter()
-    logging.info(
-        "cascade: %d pairs, base stage %s in %.1f s, SR stage %s in %.1f s (compilation included)",
-        len(prompts),
-        low[0].shape[1:3],
-        t1 - t0,
-        high[0].shape[1:3],
-        t2 - t1,
-    )
-    return low, high
 
 
 @functools.partial(jax.jit, static_argnames=("size", "method"))

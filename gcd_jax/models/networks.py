@@ -4,32 +4,20 @@ Trainable parameters are one pytree ``{'unet': ..., 'text': ...}`` (``'text'`` o
 text encoder). A frozen encoder's (T5) parameters live outside it, are loaded once and are passed to
 the compiled step as an argument, so they get no gradients and no optimizer state.
 
-One calling convention for the trained network, everywhere (training loss, sampler, outpainting,
-SR cascade, evaluation): ``apply(params, x_t, y_t, logsnr, cond) -> (eps_hat, logits)`` with
-``apply = nets.apply`` (a hashable ``Apply``: a static argument of compiled loops) and ``params``
-passed explicitly (an argument, never a constant baked into the program). ``cond`` is a dict of
-batch-leading arrays: ``text`` ``[B, L, D]``, ``text_mask`` bool ``[B, L]``, optionally
-``drop_text`` bool ``[B]`` (True: the learned null text; absent: all False) and, for the SR U-Net,
-``lowres_image`` ``[B, H, W, 3]``, ``lowres_label`` int32 ``[B, H, W]`` (joint only) and
-``lowres_logsnr`` ``[B]``. Classifier-free guidance is a sampling rule: ``gcd_jax.diffusion.sampling``.
+The networks are called by the project's one convention, ``apply(params, x_t, y_t, logsnr, cond)
+-> (eps_hat, logits)`` with ``apply = nets.apply`` (see ``gcd_jax.interfaces``).
 """
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from gcd_jax.interfaces import COND_KEYS, Pair, PyTree
 from gcd_jax.models import build_unet, input_specs
 from gcd_jax.models.text import TextEncoder, build_text_encoder
 from gcd_jax.models.unet import JointUNet
-
-PyTree = Any
-
-
-Pair = tuple[jax.Array, jax.Array | None]
-COND_KEYS = ("text", "text_mask", "drop_text", "lowres_image", "lowres_label", "lowres_logsnr")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -121,8 +121,9 @@ def _drop_orbax_leftovers(previous):
     return hook
 
 
-def _quiet_orbax_failures() -> None:
-    """Installed (once) before any checkpoint I/O, as the noise can come before the failure
+def quiet_orbax_failures() -> None:
+    """Process-wide; installed (once) by the entry points (``gcd_jax.cli.runtime``) before any
+    checkpoint I/O, as the noise can come before the failure
     surfaces. After a failed read or write, the TensorStore operations still in flight finish
     into Orbax's closed asyncio loop and each reports ``RuntimeError: Event loop is closed``
     through ``sys.unraisablehook`` (and the restore's abandoned coroutines their read errors):
@@ -195,7 +196,6 @@ def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigD
     """The experiment config saved with the checkpoint at ``step`` (default: latest) of
     ``workdir``; ``MissingError`` when there is none, ``DamagedCheckpointError`` when unreadable."""
     manager = _open_manager(workdir)
-    _quiet_orbax_failures()
     try:
         step = _resolve_step(manager, step, workdir)
         saved = _restore(manager, step, config=ocp.args.JsonRestore())
@@ -205,8 +205,8 @@ def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigD
 
 
 @functools.cache
-def _save_replicated_arrays_whole() -> None:
-    """On CPU, where a host's devices share its memory, writes each replicated array from one
+def save_replicated_arrays_whole() -> None:
+    """Process-wide, called by the entry points (``gcd_jax.cli.runtime``). On CPU, where a host's devices share its memory, writes each replicated array from one
     replica, as Orbax does on GPU. Orbax's replica-parallel save (its default elsewhere) splits
     the writing of a replicated array over its replicas, which on CPU buys nothing and compiles a
     slice program per array shape and device: on 8 fake CPU devices half the time of the tests'
@@ -237,7 +237,6 @@ class Checkpointer:
         self._workdir = workdir
         self._config = config.to_dict()
         if create:
-            _save_replicated_arrays_whole()
             self._manager = ocp.CheckpointManager(
                 os.path.abspath(os.path.join(workdir, "checkpoints")),
                 options=ocp.CheckpointManagerOptions(
@@ -250,7 +249,6 @@ class Checkpointer:
         else:
             self._manager = _open_manager(workdir)
         self._pending: int | None = None  # The step of a save that may still be running.
-        _quiet_orbax_failures()
 
     @property
     def directory(self) -> str:
