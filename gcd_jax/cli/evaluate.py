@@ -38,7 +38,10 @@ from gcd_jax.inference import generation
 Segmenter = Callable[[np.ndarray], np.ndarray]  # images [N, H, W, 3] in [-1, 1] -> int [N, H, W]
 
 # Segmenters of generated images, by config.data.name; datasets without one skip those metrics.
-SEGMENTERS: dict[str, Segmenter] = {"demo": scenes.segment_demo}
+SEGMENTERS: dict[str, Segmenter] = {
+    "demo": scenes.segment_demo,
+    "demo_shapes": scenes.segment_shapes,
+}
 
 # Weight-free feature networks for the fidelity metric, by config.eval.features.
 FEATURES: dict[str, metrics.FeatureFn] = {"colour_pixels": metrics.colour_pixel_features}
