@@ -40,6 +40,8 @@ DISPLAY = 256  # Page images are upscaled (nearest) by an integer factor to abou
 COLOUR_TOLERANCE = 60.0  # RGB distance within which a painted pixel takes a palette colour.
 MAX_UNKNOWN = 0.05  # Largest fraction of pixels whose colour is in no palette entry.
 MAX_SAMPLES = 16
+# The prompt the page suggests; in the demo's vocabulary (tests/test_example_prompts.py).
+EXAMPLE_PROMPT = "A large red square on the left."
 ERROR_PREFIX = "⚠️ "  # Status lines of bad input start with this (the browser test looks for it).
 
 
@@ -260,7 +262,7 @@ class Page:
         """``num`` pairs for ``prompt`` (seeds ``seed``'s batches), or the cascade's SR pairs."""
         prompt = (prompt or "").strip()
         if not prompt:
-            raise InputError("Type a prompt first (e.g. 'A large red circle on the left.').")
+            raise InputError(f"Type a prompt first (e.g. {EXAMPLE_PROMPT!r}).")
         if not 1 <= int(num) <= MAX_SAMPLES:
             raise InputError(f"Number of samples must be 1..{MAX_SAMPLES}, got {num}.")
         self._check_cascade(cascade)
