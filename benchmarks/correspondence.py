@@ -8,7 +8,8 @@ evaluate`'s code), and writes the mean ± std over seeds at every evaluated step
 
     python -m benchmarks.correspondence --out /tmp/correspondence --steps 3000 --eval_every 1000
 
-`--guidance 8,16,8/32` scores each checkpoint at several guidances (`W/WL`: the layout logits at
+`--demo shapes` runs the demo variant whose classes are shapes sharing colours
+(``experiments/demo.py:shapes``, docs/claim.md). `--guidance 8,16,8/32` scores each checkpoint at several guidances (`W/WL`: the layout logits at
 `WL`, `sample.label_guidance_scale`); `--models joint` runs (or scores) the joint model only.
 
 Writes ``{out}/correspondence.md`` (also printed); each run's evaluation reports and example grids
@@ -62,7 +63,8 @@ def mean_std(values: list) -> str:
 
 def table(results: list[dict], fractions: list[float], args) -> str:
     lines = [
-        f"Demo scenes (experiments/demo.py), {args.num_samples} evaluated samples per run, mean ± "
+        f"Demo scenes (experiments/demo.py{':' + args.demo if args.demo else ''}), "
+        f"{args.num_samples} evaluated samples per run, mean ± "
         "std over seeds; guidance W on both heads, or W/WL (image W, layout logits WL). FID-CP: "
         "Fréchet distance of 4x4 RGB thumbnails + 4x4x4 RGB histograms, a weight-free fidelity "
         "proxy, not Inception FID.",

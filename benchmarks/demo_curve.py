@@ -57,7 +57,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def variant_config(args, overrides: dict) -> ml_collections.ConfigDict:
-    config = demo.get_config()
+    config = demo.get_config(args.demo)
     config.lock()  # an unknown field is a KeyError, as run.py's locked --config makes it
     config.update_from_flattened_dict(overrides)
     config.data.data_dir = os.path.join(args.out, "tfds")
@@ -244,6 +244,9 @@ def add_arguments(parser: argparse.ArgumentParser, steps: int, eval_every: int) 
     parser.add_argument("--num_samples", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=1, help="Variants trained at once.")
     parser.add_argument("--no_tensorflow", action="store_true")
+    parser.add_argument(
+        "--demo", default="", help="Demo config variant (experiments/demo.py:VARIANT), e.g. shapes."
+    )
 
 
 def run(args, specs: list[str]) -> list[str]:
@@ -266,6 +269,7 @@ def run(args, specs: list[str]) -> list[str]:
         f"--ckpt_every={args.ckpt_every}",
         f"--guidance={','.join(args.guidance)}",
         f"--num_samples={args.num_samples}",
+        f"--demo={args.demo}",
     ] + (["--no_tensorflow"] if args.no_tensorflow else [])
     logs = os.path.join(args.out, "logs")
     os.makedirs(logs, exist_ok=True)

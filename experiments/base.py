@@ -15,7 +15,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- data
     c.data = d = ml_collections.ConfigDict()
-    d.name = "demo"  # 'demo' | 'cityscapes' | 'celeba': selects the TFDS builder.
+    # 'demo' | 'demo_shapes' (class = shape, colours shared) | 'cityscapes' | 'celeba': selects
+    # the TFDS builder.
+    d.name = "demo"
     # TFDS builder config = stored resolution: cityscapes 256x512 | 128x256 | full, celeba
     # 256x256 | 128x128 | full; '' = the first of these. The demo (always 32x32) ignores it.
     d.builder_config = ""
@@ -48,7 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
     # 'learned' (byte-level transformer, trained) | 'words' (word-level transformer over the words
     # of text.vocabulary, trained) | 't5' (frozen T5 encoder).
     t.encoder = "learned"
-    t.vocabulary = "demo"  # Words of the 'words' encoder: 'demo' = those of the demo captions.
+    # Words of the 'words' encoder: 'demo' / 'demo_shapes' = those of that dataset's captions.
+    t.vocabulary = "demo"
     t.t5_name = "t5-large"  # Hugging Face model name or local folder for the T5 encoder *ref*.
     t.max_length = 256  # Maximum number of text tokens; longer captions are truncated *ref*.
     t.embed_dim = 64  # Output width D of the learned encoder (T5 width comes from its checkpoint).

@@ -2,14 +2,24 @@
 tiny joint U-Net. Offline, trains on a 2-core CPU in minutes.
 
     python run.py --config experiments/demo.py --workdir /tmp/demo
+
+Variants (the config argument, ``experiments/demo.py:VARIANT``):
+
+* ``shapes``: the 'demo_shapes' scenes, where the class is the shape and colours are drawn
+  independently of it, so a region's class cannot be read off its colour (docs/claim.md).
 """
 
 import ml_collections
 
 from experiments import base
 
+VARIANTS = ("", "shapes")  # Config arguments get_config accepts.
 
-def get_config() -> ml_collections.ConfigDict:
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = arg or ""
+    if variant not in VARIANTS:
+        raise ValueError(f"experiments/demo.py:{variant}: expected one of {VARIANTS[1:]} or none.")
     c = base.get_config()
     c.data.name = "demo"
     c.data.image_size = (32, 32)
@@ -45,4 +55,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample.num_steps = 50
     # Recall/precision of the samples rise with guidance up to ~8 on this model (README table).
     c.sample.guidance_scale = 8.0
+
+    if variant == "shapes":
+        c.data.name = "demo_shapes"
+        c.text.vocabulary = "demo_shapes"
     return c

@@ -4,7 +4,7 @@ model, both tiny, offline on a CPU.
     python run.py --config experiments/demo_sr.py:base --workdir /tmp/demo16     # base, 16×16
     python run.py --config experiments/demo_sr.py --workdir /tmp/demo_sr         # SR, 32×32
     python run.py --mode sample --config experiments/demo_sr.py --workdir /tmp/demo_sr \
-        --base_workdir /tmp/demo16 --prompts "A large red circle on the left."
+        --base_workdir /tmp/demo16 --prompts "A large red square on the left."
 
 The base stage is ``experiments/demo.py`` at 16×16 (the scenes resized down as the SR condition
 is); the SR stage has the reference SR U-Net's shape (no self-attention, text cross-attention at the

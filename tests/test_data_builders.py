@@ -333,6 +333,7 @@ def test_missing_dataset_names_the_build_command(tmp_path):
         ("cityscapes_captions", cityscapes.CityscapesCaptions),
         ("mm_celeba_hq", celeba.MmCelebaHq),
         ("demo_scenes", demo_scenes.DemoScenes),
+        ("demo_shape_scenes", demo_scenes.DemoShapeScenes),
     ],
 )
 def test_tfds_cli_entries(folder, library_cls):

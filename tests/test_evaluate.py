@@ -44,6 +44,10 @@ def test_score_pairs_by_hand():
     assert scores["recall_layout"] == pytest.approx(2 / 3)
     assert scores["precision_layout"] == pytest.approx(2 / 3)
     np.testing.assert_allclose(arrays["recall_image"], [0.5, 1.0])
+    # Split by the number of classes named: sample 1 names one (drawn), sample 0 two (one drawn).
+    one, two = {"recall": 1.0, "samples": 1}, {"recall": 0.5, "samples": 1}
+    by_count = {"image": {"1": one, "2": two}, "layout": {"1": one, "2": two}}
+    assert evaluate.recall_by_count(arrays) == by_count
     # Alignment (layout = reference): class 0: TP 32 + 48, FP 16 -> 80/96; class 1: 1;
     # class 3: TP 16 (sample 1), FN 16 (sample 0) -> 1/2.
     iou = arrays["per_class_iou"]
@@ -105,6 +109,10 @@ def test_write_report_json_and_markdown(tmp_path):
         "min_class_fraction": 0.005,
         "metrics": {"recall_image": 0.75, "alignment_miou": None},
         "per_class_iou": {"background": 0.5, "red square": None},
+        "recall_by_count": {
+            "image": {"1": {"recall": 0.5, "samples": 4}, "2": {"recall": 0.25, "samples": 2}},
+            "layout": {"1": {"recall": 1.0, "samples": 4}},
+        },
         "skipped": ["because"],
     }
     evaluate.write_report(str(tmp_path), report)
@@ -114,6 +122,7 @@ def test_write_report_json_and_markdown(tmp_path):
     assert "| alignment_miou | n/a |" in md
     assert "| red square | n/a |" in md
     assert "- because" in md
+    assert "| 1 | 4 | 0.5000 | 1.0000 |" in md and "| 2 | 2 | 0.2500 | n/a |" in md
     with pytest.raises(ValueError):  # a NaN must be converted to None before writing
         evaluate.write_report(str(tmp_path), {**report, "metrics": {"x": float("nan")}})
 
@@ -148,5 +157,7 @@ def test_evaluate_mode_end_to_end(trained_demo, caplog):
     assert report["metrics"]["fid_colour_pixels"] > 0.0
     assert len(report["samples"]) == 12 and report["samples"][0]["named"]
     assert len(report["best"]) == len(report["worst"]) == 2
+    for source in ("image", "layout"):  # every sample counted once in the per-count split
+        assert sum(c["samples"] for c in report["recall_by_count"][source].values()) == 12
     assert (outdir / "report.md").read_text().startswith("# Evaluation: step 4")
     assert os.path.getsize(outdir / "examples.png") > 0

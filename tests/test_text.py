@@ -248,5 +248,5 @@ def test_words_encoder_from_config_and_unknown_vocabulary():
     tokens, mask = encoder.tokenize(["A small cyan bar in the center."])
     assert mask.sum() == 8 and text.WORD_UNKNOWN_ID not in tokens
     config.text.vocabulary = "klingon"
-    with pytest.raises(ValueError, match=r"'klingon'.*\['demo'\]"):
+    with pytest.raises(ValueError, match=r"'klingon'.*\['demo', 'demo_shapes'\]"):
         text.build_text_encoder(config)

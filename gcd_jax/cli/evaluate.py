@@ -39,7 +39,10 @@ from gcd_jax.inference.model import load
 Segmenter = Callable[[np.ndarray], np.ndarray]  # images [N, H, W, 3] in [-1, 1] -> int [N, H, W]
 
 # Segmenters of generated images, by config.data.name; datasets without one skip those metrics.
-SEGMENTERS: dict[str, Segmenter] = {"demo": scenes.segment_demo}
+SEGMENTERS: dict[str, Segmenter] = {
+    "demo": scenes.segment_demo,
+    "demo_shapes": scenes.segment_shapes,
+}
 
 # Weight-free feature networks for the fidelity metric, by config.eval.features.
 FEATURES: dict[str, metrics.FeatureFn] = {"colour_pixels": metrics.colour_pixel_features}
@@ -93,7 +96,7 @@ def score_pairs(
     k = info.num_classes
     nameable = np.isin(np.arange(k), list(info.keywords)) & (np.arange(k) != info.ignore_class)
     named = metrics.named_classes(prompts, info.caption_classes, k)
-    scores, arrays, skipped = {}, {"named": named}, []
+    scores, arrays, skipped = {}, {"named": named, "num_named": (named & nameable).sum(1)}, []
     label_maps = {}
     if segmenter is None:
         skipped.append(f"no segmenter for dataset {info.name!r}: alignment and *_image skipped")
@@ -117,6 +120,21 @@ def score_pairs(
         scores["alignment_pixel_accuracy"] = result["pixel_accuracy"]
         arrays["miou"], arrays["per_class_iou"] = result["sample_miou"], result["per_class_iou"]
     return scores, arrays, skipped
+
+
+def recall_by_count(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, dict]]:
+    """Recall split by how many classes the prompt names: ``{source: {count: {'recall',
+    'samples'}}}`` for each scored source ('image', 'layout'). Prompts naming the same number of
+    classes weigh alike, so each cell's pooled recall is the mean of their per-sample recalls."""
+    out = {}
+    for source in ("image", "layout"):
+        if f"recall_{source}" not in arrays:
+            continue
+        out[source] = {}
+        for count in sorted(set(arrays["num_named"].tolist()) - {0}):
+            rows = arrays[f"recall_{source}"][arrays["num_named"] == count]
+            out[source][str(count)] = {"recall": float(rows.mean()), "samples": int(rows.size)}
+    return out
 
 
 def ranking_score(arrays: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
@@ -189,6 +207,18 @@ def markdown_report(report: dict) -> str:
         lines += ["", "| class | IoU |", "|---|---|"]
         for name, value in report["per_class_iou"].items():
             lines.append(f"| {name} | {'n/a' if value is None else f'{value:.4f}'} |")
+    by_count = report["recall_by_count"]
+    if by_count:
+        sources = list(by_count)
+        counts = sorted({n for table in by_count.values() for n in table}, key=int)
+        lines += ["", "| classes named | samples | " + " | ".join(f"recall ({s})" for s in sources)]
+        lines[-1] += " |"
+        lines.append("|---" * (len(sources) + 2) + "|")
+        for n in counts:
+            cells = [by_count[s].get(n) for s in sources]
+            samples = next(c["samples"] for c in cells if c)
+            values = " | ".join("n/a" if c is None else f"{c['recall']:.4f}" for c in cells)
+            lines.append(f"| {n} | {samples} | {values} |")
     if report["skipped"]:
         lines += ["", "Skipped:"] + [f"- {reason}" for reason in report["skipped"]]
     return "\n".join(lines) + "\n"
@@ -266,6 +296,7 @@ def evaluate_main(
         "min_class_fraction": e.min_class_fraction,
         "metrics": {name: _finite_or_none(value) for name, value in scores.items()},
         "per_class_iou": per_class_iou(info, arrays),
+        "recall_by_count": recall_by_count(arrays),
         "ranked_by": ranked[0] if ranked else None,
         "best": best,
         "worst": worst,

@@ -17,7 +17,7 @@ class DatasetInfo:
     """What the rest of the library needs to know about a dataset's layouts.
 
     Attributes:
-      name: the `config.data.name` key ('demo' | 'cityscapes' | 'celeba').
+      name: the `config.data.name` key ('demo' | 'demo_shapes' | 'cityscapes' | 'celeba').
       class_names: K names; class k of a layout is `class_names[k]`.
       palette: uint8 [K, 3] RGB colour of each class, for colouring layouts.
       keywords: {class id: regular expression}; a caption that matches the expression names the
@@ -244,6 +244,21 @@ _DEMO_PALETTE = (
 
 _DEMO_KEYWORDS = {k: _word(name) for k, name in enumerate(DEMO_CLASSES) if k > 0}
 
+# The 'demo_shapes' variant: the class is the shape alone; every object's colour is drawn from the
+# demo object colours independently of its class (scenes.generate_shape_scene), so classes share
+# colours and an image's class map is not its colour map. The palette only colours layouts.
+DEMO_SHAPE_CLASSES = (
+    "background",
+    "square",
+    "circle",
+    "triangle",
+    "diamond",
+    "cross",
+    "bar",
+    "ring",
+)
+_DEMO_SHAPE_KEYWORDS = {k: _word(name) for k, name in enumerate(DEMO_SHAPE_CLASSES) if k > 0}
+
 
 _INFOS = {
     "demo": DatasetInfo(
@@ -251,6 +266,13 @@ _INFOS = {
         class_names=DEMO_CLASSES,
         palette=np.array(_DEMO_PALETTE, np.uint8),
         keywords=_DEMO_KEYWORDS,
+        ignore_class=-1,
+    ),
+    "demo_shapes": DatasetInfo(
+        name="demo_shapes",
+        class_names=DEMO_SHAPE_CLASSES,
+        palette=np.array(_DEMO_PALETTE, np.uint8),
+        keywords=_DEMO_SHAPE_KEYWORDS,
         ignore_class=-1,
     ),
     "cityscapes": DatasetInfo(

@@ -25,10 +25,11 @@ class DemoConfig(tfds.core.BuilderConfig):
     seed: int = 0
 
 
-def demo_config(num_train: int) -> DemoConfig:
-    """The config of a demo set with `num_train` scenes and `scenes.num_validation` validation ones."""
+def demo_config(num_train: int, builder: type | None = None) -> DemoConfig:
+    """The config of a demo set (of `builder`, default DemoScenes) with `num_train` scenes and
+    `scenes.num_validation` validation ones."""
     if num_train == DEFAULT_NUM_TRAIN:
-        return DemoScenes.BUILDER_CONFIGS[0]
+        return (builder or DemoScenes).BUILDER_CONFIGS[0]
     return DemoConfig(
         name=f"n{num_train}",
         num_train=num_train,
@@ -64,5 +65,34 @@ class DemoScenes(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBasedBuild
 
     def _generate_examples(self, split: str, count: int) -> Iterator[tuple[int, dict]]:
         for index in range(count):
-            scene = scenes.demo_example(self.builder_config.seed, scenes.STREAMS[split], index)
+            scene = self.example(self.builder_config.seed, scenes.STREAMS[split], index)
             yield index, {**scene, "file_name": f"{split}_{index:06d}"}
+
+    @staticmethod
+    def example(seed: int, stream: int, index: int) -> dict:
+        return scenes.demo_example(seed, stream, index)
+
+
+class DemoShapeScenes(DemoScenes):
+    """The 'demo_shapes' variant: the class is the shape, colours drawn independently of it."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release: 7 shape classes sharing 7 colours."}
+    BUILDER_CONFIGS = [
+        DemoConfig(name=f"n{DEFAULT_NUM_TRAIN}", description=f"{DEFAULT_NUM_TRAIN} training scenes")
+    ]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(
+                "Procedural 32x32 scenes: one to four objects (7 shape classes, each object in one "
+                "of 7 colours drawn independently of its shape) over a textured grey background, "
+                "the layout, and captions naming every object's shape with its size and position."
+            ),
+            features=builder_lib.example_features((scenes.SIZE, scenes.SIZE, 3), "png"),
+        )
+
+    @staticmethod
+    def example(seed: int, stream: int, index: int) -> dict:
+        return scenes.shape_example(seed, stream, index)

@@ -10,10 +10,12 @@ layout exactly from its image; on generated (imperfect) images it assigns each p
 class colour, with the whole background capsule standing for class 0.
 """
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from gcd_jax.data import classes
 
@@ -126,10 +128,13 @@ def _a(noun_phrase: str) -> str:
     return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
 
 
-def _captions(rng: np.random.Generator, objects: list[tuple[int, str, int]]) -> list[str]:
-    """Three captions naming every object, one per `_TEMPLATES` entry: with size and position,
-    with size, with position."""
-    names = classes.DEMO_CLASSES
+def _captions(
+    rng: np.random.Generator,
+    objects: list[tuple[int, str, int]],
+    names: tuple[str, ...] = classes.DEMO_CLASSES,
+) -> list[str]:
+    """Three captions naming every object (class id, size, cell) by `names`, one per `_TEMPLATES`
+    entry: with size and position, with size, with position."""
     phrases = (
         lambda c, s, p: f"{_a(s)} {names[c]} {_POSITIONS[p]}",
         lambda c, s, p: _a(f"{s} {names[c]}"),
@@ -143,7 +148,7 @@ def _captions(rng: np.random.Generator, objects: list[tuple[int, str, int]]) -> 
     return captions
 
 
-def caption_fragments() -> tuple[str, ...]:
+def caption_fragments(names: tuple[str, ...] = classes.DEMO_CLASSES) -> tuple[str, ...]:
     """Every piece of text captions are assembled from: templates (without their slot), joiners,
     articles, sizes, positions and object class names. A word-level tokenizer's vocabulary is the
     set of words of these fragments (`gcd_jax.models.text`), so it needs no vocabulary file."""
@@ -155,8 +160,13 @@ def caption_fragments() -> tuple[str, ...]:
         "an",
         *_RADII,
         *_POSITIONS,
-        *classes.DEMO_CLASSES[1:],
+        *names[1:],
     )
+
+
+def shape_caption_fragments() -> tuple[str, ...]:
+    """`caption_fragments` of the 'demo_shapes' variant (shape names instead of coloured ones)."""
+    return caption_fragments(classes.DEMO_SHAPE_CLASSES)
 
 
 def generate_scene(rng: np.random.Generator) -> dict:
@@ -208,6 +218,17 @@ def _to_rgb255(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) + 1.0) * 127.5
 
 
+def _nearest_colour(rgb: np.ndarray) -> np.ndarray:
+    """int32 [..., H, W]: 0 where the pixel is nearest the background capsule, else 1 + the index
+    of the nearest demo object colour (float32 RGB [..., H, W, 3] in [0, 255])."""
+    objects = classes.dataset_info("demo").palette[1:].astype(np.float32)  # [7, 3]
+    d_objects = np.linalg.norm(rgb[..., None, :] - objects, axis=-1)  # [..., H, W, 7]
+    grey = np.clip(rgb.mean(-1, keepdims=True), _BG_LOW, _BG_HIGH)  # nearest grey-segment level
+    d_background = np.maximum(np.linalg.norm(rgb - grey, axis=-1) - _BG_RADIUS, 0.0)
+    distances = np.concatenate([d_background[..., None], d_objects], axis=-1)
+    return np.argmin(distances, axis=-1).astype(np.int32)
+
+
 def segment_demo(image: np.ndarray) -> np.ndarray:
     """Exact segmenter of demo scenes: each pixel gets the class of the nearest class colour.
 
@@ -220,10 +241,101 @@ def segment_demo(image: np.ndarray) -> np.ndarray:
       background is the whole capsule of tinted greys its texture can take (distance 0 inside), so
       demo images are segmented exactly and generated images robustly.
     """
-    rgb = _to_rgb255(image)
-    objects = classes.dataset_info("demo").palette[1:].astype(np.float32)  # [7, 3]
-    d_objects = np.linalg.norm(rgb[..., None, :] - objects, axis=-1)  # [..., H, W, 7]
-    grey = np.clip(rgb.mean(-1, keepdims=True), _BG_LOW, _BG_HIGH)  # nearest grey-segment level
-    d_background = np.maximum(np.linalg.norm(rgb - grey, axis=-1) - _BG_RADIUS, 0.0)
-    distances = np.concatenate([d_background[..., None], d_objects], axis=-1)
-    return np.argmin(distances, axis=-1).astype(np.int32)
+    return _nearest_colour(_to_rgb255(image))
+
+
+# ------------------------------------------------------------------ the 'demo_shapes' variant
+# Same backgrounds, shapes, sizes, cells and captions as the demo, but the class is the shape
+# alone (classes.DEMO_SHAPE_CLASSES: class k has shape _SHAPES[k]) and each object's colour is one
+# of the 7 demo object colours drawn independently of its class (distinct within a scene, so that
+# touching objects stay apart). Object centres are jittered in half-pixel steps, so the rasterised
+# shapes form a finite bank of templates and `segment_shapes` can recover layouts exactly.
+_JITTER = np.arange(-2, 3) / 2  # Offsets of an object's centre from its cell's centre, pixels.
+_MIN_PIXELS = 4  # Smaller same-colour blobs of a generated image are read as background.
+
+
+def _shape_mask(c: int, size: str, cell: int, jy: float, jx: float) -> np.ndarray:
+    yy, xx = np.mgrid[:SIZE, :SIZE] + 0.5
+    cy, cx = (np.array(divmod(cell, _GRID)) + 0.5) * (SIZE / _GRID) + (jy, jx)
+    return _SHAPES[c](yy - cy, xx - cx, _RADII[size])
+
+
+def generate_shape_scene(rng: np.random.Generator) -> dict:
+    """One random 'demo_shapes' scene; the keys and shapes of `generate_scene`, labels in
+    classes.DEMO_SHAPE_CLASSES. An object that would overlap one drawn before it is left out (and
+    not captioned)."""
+    image = _background(rng)
+    label = np.zeros((SIZE, SIZE), np.uint8)
+    count = rng.integers(1, _MAX_OBJECTS + 1)
+    object_classes = rng.choice(np.arange(1, len(classes.DEMO_SHAPE_CLASSES)), count, replace=False)
+    cells = rng.choice(_GRID * _GRID, count, replace=False)
+    colours = rng.choice(np.arange(1, len(classes.DEMO_CLASSES)), count, replace=False)
+    palette = classes.dataset_info("demo").palette
+    objects = []
+    for c, p, colour in zip(object_classes.tolist(), cells.tolist(), colours.tolist(), strict=True):
+        size = ("small", "large")[rng.integers(2)]
+        mask = _shape_mask(c, size, p, *rng.choice(_JITTER, size=2))
+        if np.any(label[mask]):
+            continue
+        label[mask] = c
+        image[mask] = palette[colour]
+        objects.append((c, size, p))
+    return {
+        "image": image,
+        "label": label,
+        "captions": _captions(rng, objects, classes.DEMO_SHAPE_CLASSES),
+    }
+
+
+def shape_example(seed: int, stream: int, index: int) -> dict:
+    """`demo_example` of the 'demo_shapes' variant."""
+    return generate_shape_scene(np.random.default_rng([seed, stream, index]))
+
+
+@functools.cache
+def _shape_templates() -> tuple[np.ndarray, np.ndarray]:
+    """Every object mask the shape generator can draw: (float32 [T, SIZE * SIZE], class [T])."""
+    masks, labels = [], []
+    for c in range(1, len(classes.DEMO_SHAPE_CLASSES)):
+        for size in _RADII:
+            for cell in range(_GRID * _GRID):
+                for jy in _JITTER:
+                    for jx in _JITTER:
+                        masks.append(_shape_mask(c, size, cell, jy, jx).ravel())
+                        labels.append(c)
+    return np.array(masks, np.float32), np.array(labels, np.int32)
+
+
+def segment_shapes(image: np.ndarray) -> np.ndarray:
+    """Exact segmenter of 'demo_shapes' scenes.
+
+    Pixels are first split into background and the 7 object colours as in `segment_demo`; each
+    connected same-colour blob of at least _MIN_PIXELS pixels then gets the class of the template
+    (every shape, size, cell and centre offset the generator draws) of highest IoU with it.
+
+    Args:
+      image: as `segment_demo`: integers [..., H, W, 3] in [0, 255] or floats in [-1, 1].
+
+    Returns:
+      int32 [..., H, W] class ids of classes.DEMO_SHAPE_CLASSES. On generated scenes (objects
+      never overlap and differ in colour) every blob is one whole object, matched by its own
+      template with IoU 1, so layouts are recovered exactly.
+    """
+    colour = _nearest_colour(_to_rgb255(image))
+    flat = colour.reshape(-1, SIZE, SIZE)
+    templates, template_class = _shape_templates()
+    sizes = templates.sum(-1)
+    out = np.zeros(flat.shape, np.int32)
+    eight = np.ones((3, 3), bool)
+    for n, colours in enumerate(flat):
+        for c in np.unique(colours[colours > 0]):
+            blobs, count = ndimage.label(colours == c, structure=eight)
+            for b in range(1, count + 1):
+                blob = blobs == b
+                area = blob.sum()
+                if area < _MIN_PIXELS:
+                    continue
+                inter = templates @ blob.ravel().astype(np.float32)
+                iou = inter / (sizes + area - inter)
+                out[n][blob] = template_class[np.argmax(iou)]
+    return out.reshape(colour.shape)

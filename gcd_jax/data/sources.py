@@ -14,6 +14,11 @@ def _demo(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     return demo_scenes.DemoScenes(config=config, data_dir=data.data_dir or None)
 
 
+def _demo_shapes(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+    config = demo_scenes.demo_config(data.num_demo_examples, demo_scenes.DemoShapeScenes)
+    return demo_scenes.DemoShapeScenes(config=config, data_dir=data.data_dir or None)
+
+
 def _cityscapes(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     return cityscapes.CityscapesCaptions(
         config=data.builder_config or None, data_dir=data.data_dir or None
@@ -26,11 +31,18 @@ def _celeba(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 
 _BUILDERS: dict[str, Callable[[ml_collections.ConfigDict], tfds.core.DatasetBuilder]] = {
     "demo": _demo,
+    "demo_shapes": _demo_shapes,
     "cityscapes": _cityscapes,
     "celeba": _celeba,
 }
+GENERATED = ("demo", "demo_shapes")  # Datasets generated on first use (nothing to download).
 # The held-out split `config.data.eval_split = ''` stands for.
-_EVAL_SPLITS = {"demo": "validation", "cityscapes": "validation", "celeba": "test"}
+_EVAL_SPLITS = {
+    "demo": "validation",
+    "demo_shapes": "validation",
+    "cityscapes": "validation",
+    "celeba": "test",
+}
 
 
 def make_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -63,7 +75,7 @@ def ensure_built(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     builder = make_builder(config)
     if builder.is_prepared():
         return builder
-    if config.data.name != "demo" and not config.data.manual_dir:
+    if config.data.name not in GENERATED and not config.data.manual_dir:
         raise MissingError(
             f"Dataset {builder.name}/{builder.builder_config.name} is not built in "
             f"{builder.data_dir}. Build it once with\n  {build_command(config)}\n"

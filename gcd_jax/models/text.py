@@ -44,7 +44,10 @@ WORD_PAD_ID, WORD_UNKNOWN_ID = 0, 1
 _WORD_PATTERN = re.compile(r"\w+|[^\w\s]")  # a run of letters/digits, or one punctuation mark
 
 # Sources of the 'words' encoder's vocabulary, by config.text.vocabulary: () -> text fragments.
-VOCABULARIES: dict[str, Callable[[], Sequence[str]]] = {"demo": scenes.caption_fragments}
+VOCABULARIES: dict[str, Callable[[], Sequence[str]]] = {
+    "demo": scenes.caption_fragments,
+    "demo_shapes": scenes.shape_caption_fragments,
+}
 
 
 @dataclasses.dataclass(frozen=True)
