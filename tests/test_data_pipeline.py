@@ -160,3 +160,45 @@ def test_eval_examples(data_dir):
 def test_unknown_augmentation(data_dir):
     with pytest.raises(ValueError, match="resized_crop"):
         pipeline.create_train_iterator(make_config(data_dir, augment="rotate"), byte_tokenize)
+
+
+# ------------------------------------------------------------------ the reference's nearest rule
+def torch_nearest_rows(n_in, n_out):
+    """torchvision's tensor Resize(NEAREST) / F.interpolate(mode='nearest'): source pixel
+    floor(i * n_in / n_out), written out with exact fractions."""
+    from fractions import Fraction
+
+    return [int(Fraction(i * n_in, n_out)) for i in range(n_out)]
+
+
+@pytest.mark.parametrize("n_in,n_out", [(7, 3), (5, 9), (13, 5), (11, 11), (9, 4), (3, 7)])
+def test_nearest_rule_closed_form(n_in, n_out):
+    from gcd_jax import nearest
+
+    assert nearest.source_index(n_in, n_out).tolist() == torch_nearest_rows(n_in, n_out)
+    # A window: floor(x0 + i * extent / n_out), inside the axis.
+    got = nearest.source_index(n_in, n_out, 1.5, n_in - 2.0).tolist()
+    assert got == [int(np.floor(1.5 + i * (n_in - 2.0) / n_out)) for i in range(n_out)]
+
+
+@pytest.mark.parametrize("src,dst", [((7, 9), (3, 5)), ((5, 3), (9, 7)), ((13, 11), (5, 4))])
+def test_pipeline_nearest_is_the_reference_rule(src, dst):
+    """data.resize='nearest': image and layout take source pixel (floor(i h/H), floor(j w/W)), the
+    same pixels as the SR path's joint.resize_nearest (PIL's centre rule would differ here)."""
+    import jax.numpy as jnp
+
+    from gcd_jax.data import augment
+    from gcd_jax.diffusion import joint
+
+    h, w = src
+    ids = np.arange(h * w).reshape(h, w)
+    image = np.stack([ids % 256, ids // 256, np.zeros_like(ids)], -1).astype(np.uint8)
+    label = (ids % 251).astype(np.uint8)
+    out_image, out_label = augment.resize_pair(image, label, dst, "nearest")
+    rows, cols = torch_nearest_rows(h, dst[0]), torch_nearest_rows(w, dst[1])
+    expected = ids[np.ix_(rows, cols)]
+    got = out_image[..., 0].astype(int) + 256 * out_image[..., 1].astype(int)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(out_label, expected % 251)
+    lowres = joint.resize_nearest(jnp.asarray(ids)[None], dst)[0]
+    np.testing.assert_array_equal(np.asarray(lowres), expected)

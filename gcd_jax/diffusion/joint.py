@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from gcd_jax import nearest
 from gcd_jax.diffusion import categorical, gaussian, schedules
 from gcd_jax.errors import ConfigError
 
@@ -78,8 +79,8 @@ def resize_nearest(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     (``F.interpolate(mode='nearest')``, the reference's ``resize_image_to``): output pixel ``i``
     takes source pixel ``floor(i · h / H)``. (``jax.image.resize``'s 'nearest' samples pixel
     centres instead, which picks the other pixel of each pair when halving.)"""
-    rows = (jnp.arange(size[0]) * x.shape[1]) // size[0]
-    cols = (jnp.arange(size[1]) * x.shape[2]) // size[1]
+    rows = nearest.source_index(x.shape[1], size[0])
+    cols = nearest.source_index(x.shape[2], size[1])
     return x[:, rows][:, :, cols]
 
 
