@@ -209,6 +209,10 @@ def get_config() -> ml_collections.ConfigDict:
     )
     s.resample_steps = 5  # RePaint resamplings per step in outpainting *ref*.
     s.lowres_aug_t = 0.2  # SR: fixed augmentation time of the low-res condition *ref*.
+    # The last step (to t = 0): 'reference' *ref* (joint_imagen.py p_sample with t_next = 0: the
+    # image is the posterior mean at lambda(0), the layout a draw from q(y | y_t, y0_hat)); 'x0'
+    # (the predicted x0_hat and the argmax of y0_hat).
+    s.final_step = "reference"
     s.batch_size = 8  # Samples per compiled call.
     s.use_ema = True  # Sample with the EMA parameters *ref*.
 
