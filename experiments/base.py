@@ -115,9 +115,11 @@ def get_config() -> ml_collections.ConfigDict:
     f.lambda_img = 1.0  # Weight of the image (epsilon-MSE) term *ref*.
     f.lambda_lbl = 1.0  # Weight of the layout (variational bound) term *ref*.
     f.lowres_aug_t_max = 0.999  # SR: low-res augmentation time ~ U(0, this) in training *ref*.
-    # SR: False = one augmentation time per (micro-)batch *ref* (the reference draws one per
-    # GPU's forward); True = one per example.
-    f.lowres_aug_per_example = False
+    # SR: augmentation-time draws per global batch, each shared by batch / groups consecutive
+    # examples; the layout's time is floored to the num_timesteps grid *ref*. The reference draws
+    # one per GPU's forward (per_sample_random_aug_noise_level=False): its number of processes.
+    # With train.grad_accum_steps = m each micro-batch draws max(groups / m, 1).
+    f.lowres_aug_groups = 1
     f.lowres_noise_schedule = "linear"  # SR: schedule noising the low-res image and layout *ref*.
     # SR: filter taking the image to model.lowres_size and back up: 'nearest' *ref* (PyTorch's
     # convention, source index floor(i * in / out)) or a jax.image.resize method ('bilinear',

@@ -67,6 +67,8 @@ class Sampler:
       num_steps: N. threshold_p: dynamic-thresholding quantile. resample_steps: RePaint R.
       lowres_logsnr, lowres_aug_t, lowres_resize: SR conditioning (training's low-res schedule and
         image resize method, the fixed augmentation time ``sample.lowres_aug_t``).
+      final_step: ``FINAL_STEPS`` key. num_timesteps: T of the layout's grid (the low-res
+        layout's noise time is floored to it, ``joint.lowres_logsnrs``).
     """
 
     image_logsnr: schedules.Schedule
@@ -80,6 +82,7 @@ class Sampler:
     lowres_aug_t: float
     lowres_resize: str
     final_step: str = "reference"
+    num_timesteps: int = 1000
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "Sampler":
@@ -104,6 +107,7 @@ class Sampler:
             lowres_aug_t=s.lowres_aug_t,
             lowres_resize=joint.check_resize_method(f.lowres_resize),
             final_step=s.final_step,
+            num_timesteps=f.num_timesteps,
         )
 
 
@@ -437,9 +441,8 @@ def upsampled_condition(
         image, label if sampler.joint else None, size, sampler.lowres_resize
     )
     t_aug = jnp.full((image.shape[0],), sampler.lowres_aug_t, jnp.float32)
-    return joint.lowres_condition(
-        image_up, label_up, sampler.lowres_logsnr(t_aug), key, sampler.num_classes
-    )
+    logsnrs = joint.lowres_logsnrs(sampler.lowres_logsnr, t_aug, sampler.num_timesteps)
+    return joint.lowres_condition(image_up, label_up, *logsnrs, key, sampler.num_classes)
 
 
 @functools.partial(jax.jit, static_argnames=("sampler", "size"))
