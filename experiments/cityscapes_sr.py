@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample.guidance_scale = 1.0
     c.sample.lowres_aug_t = 0.2
     # test_sr.sh samples with --noise_schedules linear linear although the model trained with
-    # cosine / cosine_p; gcd_jax samples with the training schedules (sample.noise_schedule='').
-    # Set sample.noise_schedule=linear and sample.noise_schedule_lbl=linear to sample as it does.
+    # cosine / cosine_p; gcd_jax samples with the training schedules (sample.noise_schedule='',
+    # reset from cityscapes.py's test_base.sh pair). Set sample.noise_schedule=linear and
+    # sample.noise_schedule_lbl=linear to sample as it does.
+    c.sample.noise_schedule = ""
+    c.sample.noise_schedule_lbl = ""
     return c

@@ -455,3 +455,15 @@ def test_sharded_sampling_equals_single_device():
     assert len(many[0].sharding.device_set) == 8
     np.testing.assert_allclose(np.asarray(one[0]), np.asarray(many[0]), atol=1e-6)
     np.testing.assert_array_equal(np.asarray(one[1]), np.asarray(many[1]))
+
+
+def test_cityscapes_base_samples_as_test_base_sh():
+    """The authors' scripts/cityscapes/test_base.sh passes no --noise_schedules, so test.py's
+    defaults (cosine, cosine_p with p = 1) sample the model that trained linear/linear."""
+    from experiments import cityscapes
+
+    cfg = cityscapes.get_config()
+    sampler = sampling.Sampler.from_config(cfg)
+    assert (cfg.diffusion.noise_schedule, cfg.diffusion.noise_schedule_lbl) == ("linear", "linear")
+    assert (sampler.image_logsnr.name, sampler.label_logsnr.name) == ("cosine", "cosine_p")
+    assert sampler.label_logsnr.cosine_p == 1.0 and sampler.final_step == "reference"
