@@ -91,7 +91,8 @@ class Sampler:
             raise ConfigError("sample.num_steps and sample.resample_steps must be >= 1.")
         if s.final_step not in FINAL_STEPS:
             raise ConfigError(
-                f"sample.final_step={s.final_step!r}; expected one of {sorted(FINAL_STEPS)}."
+                f"Unknown sample.final_step {s.final_step!r}; expected one of "
+                f"{sorted(FINAL_STEPS)}."
             )
         return cls(
             image_logsnr=joint.NamedSchedule(s.noise_schedule or f.noise_schedule, f.cosine_p),
