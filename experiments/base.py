@@ -23,10 +23,14 @@ def get_config() -> ml_collections.ConfigDict:
     d.manual_dir = ""  # Raw files (Cityscapes zips, CelebA folders); if set, builds on first use.
     d.image_size = (32, 32)  # (H, W) the model sees (images resized with data.resize).
     # Image filter of the input pipeline's resize and crop: 'nearest' *ref* (the reference resizes
-    # its images nearest-neighbour, from the full-size file) | 'bilinear' | 'bicubic' | 'lanczos'.
-    # Layouts are always resized nearest-neighbour.
+    # its images nearest-neighbour, from the full-size file, by torchvision's tensor rule: source
+    # pixel floor(i * in / out); image and layout alike) | 'bilinear' | 'bicubic' | 'lanczos'
+    # (PIL's; the layout then takes PIL's nearest, pixel centres, aligned with the image).
     d.resize = "nearest"
     d.num_classes = 8  # K, number of layout classes (Cityscapes 20, CelebA 19).
+    # Training split: 'train', or 'authors_25' / 'authors_50' / 'authors_100', the images the
+    # authors' caption files name *ref* (built when the manual directory holds the files; see
+    # datasets/README.md).
     d.train_split = "train"
     d.eval_split = ""  # Held-out split; '' = the dataset's own (validation; CelebA: test).
     # 'none' | 'flip' | 'resized_crop' (rescale in crop_scale, crop, resize, flip), applied to image
