@@ -7,15 +7,15 @@ Time runs on the uniform grid ``t_n = 1 − n/N``, ``n = 0..N``; step ``n`` goes
 - image: ``x̂_0 = (x_t − σ_t ε̂)/α_t``, dynamically thresholded; ``x_s`` drawn from the Gaussian
   posterior ``q(x_s | x_t, x̂_0)``;
 - layout: ``y_s`` by Gumbel-max from ``q(y_s | y_t, softmax(logits))`` between the label
-  schedule's ``t`` and ``s``.
+  schedule's ``t`` and ``s``. (The reference samples the layout from a second schedule table of
+  ``sample_timesteps`` = 100 entries, so each of its 100 steps also moves one 1/100 grid step: the
+  same grid.)
 
 The last step (``s = 0``) follows ``sample.final_step`` (``FINAL_STEPS``): 'reference' (the
 reference's ``joint_imagen.py`` p_sample with ``t_next = 0``) returns the posterior mean at
-``λ(0)`` without noise and a layout drawn from ``q(y_0 | y_t, ŷ_0)`` whose marginal at ``s = 0`` is
-``ŷ_0`` itself (the reference's table holds ``ᾱ = 1`` there); 'x0' returns ``x̂_0`` and the argmax
-of ``ŷ_0``. (The reference
-  samples the layout from a second schedule table of ``sample_timesteps`` = 100 entries, so each
-  of its 100 steps also moves one 1/100 grid step: the same grid.)
+``λ(0)`` without noise, clipped to [−1, 1] as its loop ends, and a layout drawn from
+``q(y_0 | y_t, ŷ_0)`` whose marginal at ``s = 0`` is ``ŷ_0`` itself (the reference's table holds
+``ᾱ = 1`` there); 'x0' returns ``x̂_0`` and the argmax of ``ŷ_0``.
 
 The whole loop is one compiled program (``lax.scan``). The network is called by the project's one
 convention, ``apply(params, x_t, y_t, logsnr, cond)`` (``gcd_jax.models.networks``): ``apply`` is a static
@@ -239,11 +239,12 @@ FinalStep = Callable[[jax.Array, jax.Array, tuple | None, jax.Array], Pair]
 
 
 def _final_reference(x0_hat, mean, layout, key) -> Pair:
+    image = jnp.clip(mean, -1.0, 1.0)  # p_sample_loop's img.clamp_(-1., 1.)
     if layout is None:
-        return mean, None
+        return image, None
     log_y0_hat, log_yt, logsnr_t, logsnr_s = layout
     log_post = categorical.posterior_given_marginal(log_y0_hat, log_yt, logsnr_t, logsnr_s)
-    return mean, categorical.sample(key, log_post)
+    return image, categorical.sample(key, log_post)
 
 
 def _final_x0(x0_hat, mean, layout, key) -> Pair:
