@@ -7,6 +7,8 @@
   same mode), in the mixture's proportions.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 
 from experiments import base
 from gcd_jax import sharding
-from gcd_jax.diffusion import categorical, sampling
+from gcd_jax.diffusion import categorical, gaussian, sampling
 from gcd_jax.models import build_unet
 from gcd_jax.models.networks import Apply
 
@@ -467,3 +469,34 @@ def test_cityscapes_base_samples_as_test_base_sh():
     assert (cfg.diffusion.noise_schedule, cfg.diffusion.noise_schedule_lbl) == ("linear", "linear")
     assert (sampler.image_logsnr.name, sampler.label_logsnr.name) == ("cosine", "cosine_p")
     assert sampler.label_logsnr.cosine_p == 1.0 and sampler.final_step == "reference"
+
+
+FINAL_STEP_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "final_step_reference.npz")
+
+
+@pytest.mark.parametrize("image, label", [("linear", "linear"), ("cosine", "cosine_p")])
+def test_final_step_matches_the_reference(image, label):
+    """The last step (t = 1/100 -> 0) against the authors' JointImagen.p_sample with t_next = 0
+    and p_sample_loop's clamp (tests/fixtures/make_final_step_fixture.py): the image to float32
+    rounding, the layout posterior to 5e-4 and the same Gumbel-max draw from it."""
+    f = np.load(FINAL_STEP_FIXTURE)
+    get = lambda name: f[f"{image}/{name}"]  # noqa: E731
+    sampler = make_sampler(image, label, steps=100, threshold_p=0.95, final_step="reference")
+    denoise = lambda *_: (jnp.asarray(get("eps")), jnp.asarray(get("logits")))  # noqa: E731
+    key = jax.random.key(11)
+    x, y = sampling.reverse_step(
+        sampler, denoise, get("x_t"), get("y_t"), get("t"), jnp.float32(0.0), key, None
+    )
+    np.testing.assert_allclose(x, get("image"), atol=2e-5)
+    x0_hat = gaussian.predict_x0(get("x_t"), get("eps"), sampler.image_logsnr(get("t")))
+    assert (np.quantile(np.abs(x0_hat).reshape(2, -1), 0.95, axis=1) > 1).all()  # thresholded
+    log_post = categorical.posterior_given_marginal(
+        jax.nn.log_softmax(jnp.asarray(get("logits")), -1),
+        categorical.index_to_log_onehot(jnp.asarray(get("y_t")), K),
+        sampler.label_logsnr(get("t")),
+        sampler.label_logsnr(jnp.float32(0.0)),
+    )
+    # The reference's keep table is a float32 cumulative sum of log ratios: measured 1.3e-4 apart.
+    np.testing.assert_allclose(log_post, get("log_post"), atol=5e-4)
+    k_label = jax.random.split(key)[1]
+    np.testing.assert_array_equal(y, categorical.sample(k_label, jnp.asarray(get("log_post"))))
