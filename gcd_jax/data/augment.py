@@ -49,14 +49,17 @@ def resize_pair(
     """Maps the region `box` (default: everything) of image and layout onto (H, W) = `size`,
     the image with the filter ``resize`` names, the layout nearest-neighbour."""
     h, w = label.shape
-    if box is None:
-        if (h, w) == tuple(size):
-            return image, label
-        box = (0.0, 0.0, float(w), float(h))
+    if box is None and (h, w) == tuple(size):
+        return image, label
     if image_filter(resize) == Image.Resampling.NEAREST:
-        rows = nearest.source_index(h, size[0], box[1], box[3] - box[1])
-        cols = nearest.source_index(w, size[1], box[0], box[2] - box[0])
+        if box is None:  # the whole image: PyTorch's rule exactly (float32 arithmetic)
+            rows, cols = nearest.source_index(h, size[0]), nearest.source_index(w, size[1])
+        else:
+            rows = nearest.source_index(h, size[0], box[1], box[3] - box[1])
+            cols = nearest.source_index(w, size[1], box[0], box[2] - box[0])
         return image[rows][:, cols], label[rows][:, cols]
+    if box is None:
+        box = (0.0, 0.0, float(w), float(h))
     out = (size[1], size[0])
     image = Image.fromarray(image).resize(out, image_filter(resize), box=box)
     label = Image.fromarray(label).resize(out, Image.Resampling.NEAREST, box=box)
