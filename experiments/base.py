@@ -25,10 +25,14 @@ def get_config() -> ml_collections.ConfigDict:
     d.manual_dir = ""  # Raw files (Cityscapes zips, CelebA folders); if set, builds on first use.
     d.image_size = (32, 32)  # (H, W) the model sees (images resized with data.resize).
     # Image filter of the input pipeline's resize and crop: 'nearest' *ref* (the reference resizes
-    # its images nearest-neighbour, from the full-size file) | 'bilinear' | 'bicubic' | 'lanczos'.
-    # Layouts are always resized nearest-neighbour.
+    # its images nearest-neighbour, from the full-size file, by torchvision's tensor rule: source
+    # pixel floor(i * in / out); image and layout alike) | 'bilinear' | 'bicubic' | 'lanczos'
+    # (PIL's; the layout then takes PIL's nearest, pixel centres, aligned with the image).
     d.resize = "nearest"
     d.num_classes = 8  # K, number of layout classes (Cityscapes 20, CelebA 19).
+    # Training split: 'train', or 'authors_25' / 'authors_50' / 'authors_100', the images the
+    # authors' caption files name *ref* (built when the manual directory holds the files; see
+    # datasets/README.md).
     d.train_split = "train"
     d.eval_split = ""  # Held-out split; '' = the dataset's own (validation; CelebA: test).
     # 'none' | 'flip' | 'resized_crop' (rescale in crop_scale, crop, resize, flip), applied to image
@@ -118,9 +122,11 @@ def get_config() -> ml_collections.ConfigDict:
     f.lambda_img = 1.0  # Weight of the image (epsilon-MSE) term *ref*.
     f.lambda_lbl = 1.0  # Weight of the layout (variational bound) term *ref*.
     f.lowres_aug_t_max = 0.999  # SR: low-res augmentation time ~ U(0, this) in training *ref*.
-    # SR: False = one augmentation time per (micro-)batch *ref* (the reference draws one per
-    # GPU's forward); True = one per example.
-    f.lowres_aug_per_example = False
+    # SR: augmentation-time draws per global batch, each shared by batch / groups consecutive
+    # examples; the layout's time is floored to the num_timesteps grid *ref*. The reference draws
+    # one per GPU's forward (per_sample_random_aug_noise_level=False): its number of processes.
+    # With train.grad_accum_steps = m each micro-batch draws max(groups / m, 1).
+    f.lowres_aug_groups = 1
     f.lowres_noise_schedule = "linear"  # SR: schedule noising the low-res image and layout *ref*.
     # SR: filter taking the image to model.lowres_size and back up: 'nearest' *ref* (PyTorch's
     # convention, source index floor(i * in / out)) or a jax.image.resize method ('bilinear',
@@ -212,6 +218,10 @@ def get_config() -> ml_collections.ConfigDict:
     )
     s.resample_steps = 5  # RePaint resamplings per step in outpainting *ref*.
     s.lowres_aug_t = 0.2  # SR: fixed augmentation time of the low-res condition *ref*.
+    # The last step (to t = 0): 'reference' *ref* (joint_imagen.py p_sample with t_next = 0: the
+    # image is the posterior mean at lambda(0), the layout a draw from q(y | y_t, y0_hat)); 'x0'
+    # (the predicted x0_hat and the argmax of y0_hat).
+    s.final_step = "reference"
     s.batch_size = 8  # Samples per compiled call.
     s.use_ema = True  # Sample with the EMA parameters *ref*.
 

@@ -23,7 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
     # *ref* no --noise_schedules: cosine / cosine_p (inherited from celeba.py, train.py defaults).
     c.diffusion.lowres_noise_schedule = "linear"  # *ref* JointImagen lowres_noise_schedule
     c.diffusion.lowres_resize = "nearest"  # *ref* resize_image_to: F.interpolate nearest
-    c.diffusion.lowres_aug_per_example = False  # *ref* per_sample_random_aug_noise_level=False
+    # *ref* per_sample_random_aug_noise_level=False: one draw per GPU's forward;
+    # train_sr_128x128_256x256.yaml num_processes: 4, --batch_size 4: one per image.
+    c.diffusion.lowres_aug_groups = 4
     c.diffusion.lowres_aug_t_max = 0.999  # *ref* --lowres_max_thres 0.999
     c.train.global_batch_size = 4  # *ref* --batch_size 4 (split over 4 GPUs: 1 each)
     # *ref* test_sr.sh --cond_scale 1.0; test.py --lowres_sample_noise_level 0.2.

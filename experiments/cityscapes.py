@@ -34,6 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.ema_schedule = "ema_pytorch"  # *ref* trainer.py: ema_pytorch.EMA with its defaults
     c.sample.guidance_scale = 3.0  # *ref* train.py sample grids cond_scale=3.; test.py default
     c.sample.num_steps = 100  # *ref* test.py --sample_timesteps 100
+    # *ref* test_base.sh passes no --noise_schedules: test.py's defaults cosine / cosine_p
+    # (--cosine_p_lbl 1.0), although the model trained linear / linear. '' samples with those.
+    c.sample.noise_schedule = "cosine"
+    c.sample.noise_schedule_lbl = "cosine_p"
     # bfloat16 compute on GPU/TPU, float32 on CPU; *ref* --fp16 (fp16 autocast, fp32 weights).
     c.model.dtype = "auto"
     return c

@@ -26,14 +26,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.diffusion.cosine_p = 1.0
     c.diffusion.lowres_noise_schedule = "linear"  # *ref* JointImagen lowres_noise_schedule
     c.diffusion.lowres_resize = "nearest"  # *ref* resize_image_to: F.interpolate nearest
-    c.diffusion.lowres_aug_per_example = False  # *ref* per_sample_random_aug_noise_level=False
+    # *ref* per_sample_random_aug_noise_level=False: one draw per GPU's forward;
+    # train_sr_128x256_256x512.yaml num_processes: 2, --batch_size 8: 2 draws of 4 images each.
+    c.diffusion.lowres_aug_groups = 2
     c.diffusion.lowres_aug_t_max = 0.999  # *ref* --lowres_max_thres 0.999
-    # *ref* --augmentation_type=resizedCrop_1.0_1.2 (inherited), --batch_size 8 (inherited).
+    # *ref* --augmentation_type=resizedCrop_1.0_1.2 (inherited); --batch_size 8 with accelerate
+    # split_batches=True over train_sr_128x256_256x512.yaml's num_processes: 2 (4 images per GPU).
     c.train.global_batch_size = 8
     # *ref* test_sr.sh --cond_scale 1.0; test.py --lowres_sample_noise_level 0.2.
     c.sample.guidance_scale = 1.0
     c.sample.lowres_aug_t = 0.2
     # test_sr.sh samples with --noise_schedules linear linear although the model trained with
-    # cosine / cosine_p; gcd_jax samples with the training schedules (sample.noise_schedule='').
-    # Set sample.noise_schedule=linear and sample.noise_schedule_lbl=linear to sample as it does.
+    # cosine / cosine_p; gcd_jax samples with the training schedules (sample.noise_schedule='',
+    # reset from cityscapes.py's test_base.sh pair). Set sample.noise_schedule=linear and
+    # sample.noise_schedule_lbl=linear to sample as it does.
+    c.sample.noise_schedule = ""
+    c.sample.noise_schedule_lbl = ""
     return c

@@ -4,6 +4,7 @@ what the user sees (the one line ``run.py`` prints, or a warning) must match the
 
 import importlib.util
 import io
+import json
 import os
 import pathlib
 import pickle
@@ -24,6 +25,7 @@ from gcd_jax import errors, sharding
 from gcd_jax.cli import sample
 from gcd_jax.convert import authors as convert
 from gcd_jax.data import builder_lib, cityscapes, classes, pipeline, sources
+from gcd_jax.diffusion import joint, sampling
 from gcd_jax.inference import files, generation
 from gcd_jax.inference.model import from_state, load
 from gcd_jax.models import t5, text
@@ -136,6 +138,25 @@ def _(request, tmp_path):
     return raised(sources.ensure_built, config)
 
 
+@case("authors-caption-image-missing")
+def _(request, tmp_path):
+    """The authors' caption file names an image that neither train/ nor val/ holds."""
+    raw = tmp_path / "raw"
+    for top, suffix, array in (
+        ("leftImg8bit", "leftImg8bit", np.zeros((8, 16, 3))),
+        ("gtFine", "gtFine_labelIds", np.full((8, 16), 7)),
+    ):
+        for split, city in (("train", "aachen"), ("val", "frankfurt")):
+            path = raw / top / split / city / f"{city}_000000_000019_{suffix}.png"
+            path.parent.mkdir(parents=True)
+            png(path, array)
+    folder = raw / "caption_files" / "cityscapes"
+    folder.mkdir(parents=True)
+    record = {"file_name": "ulm_000000_000019_leftImg8bit.png", "text": ["x"]}
+    (folder / "100_captions.jsonl").write_text(json.dumps(record) + "\n")
+    return raised(sources.ensure_built, cityscapes_config(tmp_path, raw))
+
+
 @case("image-unreadable")
 def _(request, tmp_path):
     return raised(builder_lib.decode_image, b"not a png", "raw/leftImg8bit/x.png")
@@ -203,7 +224,19 @@ def _(request, tmp_path):
     config.train.step_programs = "three"
     seen.append(raised(loop.validate_config, config, sharding.make_mesh()))
     assert "'three'" in seen[1] and "['auto', 'one', 'two']" in seen[1]
+    config = small_demo_config(tmp_path)
+    config.sample.final_step = "x1"
+    seen.append(raised(sampling.Sampler.from_config, config))
+    assert "['reference', 'x0']" in seen[2]
     return seen
+
+
+@case("lowres-aug-groups")
+def _(request, tmp_path):
+    config = small_demo_config(tmp_path)
+    config.model.sr, config.model.lowres_size = True, (4, 4)
+    config.train.global_batch_size, config.diffusion.lowres_aug_groups = 8, 3
+    return raised(joint.Process.from_config, config)
 
 
 @case("batch-not-divisible")

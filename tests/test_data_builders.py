@@ -16,6 +16,7 @@ from PIL import Image
 
 from experiments.base import get_config
 from gcd_jax.data import celeba, cityscapes, demo_scenes, sources
+from gcd_jax.errors import MissingError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -137,6 +138,61 @@ def test_cityscapes_folders_with_caption_files(fake_cityscapes, tmp_path):
             assert [_text(c) for c in ex["captions"]] == ([] if name == without else captions[name])
 
 
+def test_cityscapes_authors_caption_files(fake_cityscapes, tmp_path):
+    """The authors' caption files become splits authors_N holding exactly the images they name,
+    found in train/ or val/ (frankfurt lives in val/, as in the reference's loader), with the
+    file's captions; training reads one as data.train_split through the ordinary pipeline."""
+    files, layouts = fake_cityscapes
+    raw = tmp_path / "raw"
+    _write_folder(raw, files)
+    chosen = {
+        "authors_100": [
+            "frankfurt_000001_000019_leftImg8bit.png",
+            "aachen_000000_000019_leftImg8bit.png",
+        ],
+        "authors_25": ["bochum_000000_000019_leftImg8bit.png"],
+    }
+    paths = {
+        "authors_100": raw / "caption_files" / "cityscapes" / "100_captions.jsonl",
+        "authors_25": raw / "25_captions.jsonl",
+    }
+    for split, names in chosen.items():
+        paths[split].parent.mkdir(parents=True, exist_ok=True)
+        with open(paths[split], "w") as f:
+            for n in names:
+                f.write(json.dumps({"file_name": n, "text": [f"{split} {n}"]}) + "\n")
+    config = get_config()
+    config.data.name, config.data.builder_config = "cityscapes", "full"
+    config.data.data_dir, config.data.manual_dir = str(tmp_path / "tfds"), str(raw)
+    builder = sources.ensure_built(config)
+    assert "authors_50" not in builder.info.splits
+    assert builder.info.splits["train"].num_examples == 3  # the official splits stay
+    for split, names in chosen.items():
+        examples = _examples(builder, split)
+        assert sorted(_text(ex["file_name"]) for ex in examples) == sorted(names)
+        for ex in examples:
+            name = _text(ex["file_name"])
+            image, label_ids = layouts[name]
+            np.testing.assert_array_equal(ex["image"], image)
+            np.testing.assert_array_equal(ex["label"], _expected_train_ids(label_ids))
+            assert [_text(c) for c in ex["captions"]] == [f"{split} {name}"]
+    config.data.train_split = "authors_100"
+    assert len(sources.open_split(config, config.data.train_split)) == 2
+
+
+def test_cityscapes_authors_file_naming_a_missing_image(fake_cityscapes, tmp_path):
+    files, _ = fake_cityscapes
+    raw = tmp_path / "raw"
+    _write_folder(raw, files)
+    missing = "ulm_000000_000019_leftImg8bit.png"
+    (raw / "100_captions.jsonl").write_text(json.dumps({"file_name": missing, "text": ["x"]}))
+    builder = cityscapes.CityscapesCaptions(config="full", data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(
+        MissingError, match=r"100_captions\.jsonl names ulm_000000.*train/ulm.*val/ulm"
+    ):
+        _prepare(builder, str(raw))
+
+
 def _caption_classes(caption):
     assert caption.startswith(PREFIX) and caption.endswith(".")
     names = caption[len(PREFIX) : -1].replace(" and ", ", ").split(", ")
@@ -184,6 +240,29 @@ def _minimal_city(root, image=None, label=None, label_name=None):
         )
         files[label_name or f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png"] = _png(label)
     _write_folder(root, files)
+
+
+def test_celeba_authors_caption_files(tmp_path):
+    """caption_files/celeba/50_captions.jsonl: split authors_50 holds exactly the images it names
+    (train or test ids alike) with the file's captions, not celeba-caption/{i}.txt's."""
+    rng = np.random.default_rng(2)
+    raw = tmp_path / "raw"
+    layouts, _, _ = _write_celeba(raw, raw_parts=False, split_files=True, rng=rng)
+    folder = raw / "caption_files" / "celeba"
+    folder.mkdir(parents=True)
+    texts = {24001: ["a face", "the same face"], 2: ["another face"]}
+    with open(folder / "50_captions.jsonl", "w") as f:
+        for i, t in texts.items():
+            f.write(json.dumps({"file_name": f"{i}.jpg", "text": t}) + "\n")
+    builder = celeba.MmCelebaHq(config="full", data_dir=str(tmp_path / "tfds"))
+    _prepare(builder, str(raw))
+    assert "authors_25" not in builder.info.splits
+    examples = _examples(builder, "authors_50")
+    assert sorted(_text(ex["file_name"]) for ex in examples) == ["2.jpg", "24001.jpg"]
+    for ex in examples:
+        i = int(_text(ex["file_name"]).split(".")[0])
+        assert [_text(c) for c in ex["captions"]] == texts[i]
+        np.testing.assert_array_equal(ex["label"], layouts[i].repeat(2, 0).repeat(2, 1))
 
 
 @pytest.mark.parametrize(

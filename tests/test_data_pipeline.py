@@ -1,7 +1,10 @@
 """Input pipeline on the demo scenes: batches, augmentation, caption fraction, resuming, hosts."""
 
+import os
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from experiments.base import get_config
 from gcd_jax.data import classes, pipeline, scenes, sources
@@ -160,3 +163,69 @@ def test_eval_examples(data_dir):
 def test_unknown_augmentation(data_dir):
     with pytest.raises(ValueError, match="resized_crop"):
         pipeline.create_train_iterator(make_config(data_dir, augment="rotate"), byte_tokenize)
+
+
+# ------------------------------------------------------------------ the reference's nearest rule
+NEAREST_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "nearest_reference.npz")
+
+
+def torch_nearest_rows(n_in, n_out):
+    """PyTorch's nearest_idx (F.interpolate(mode='nearest'), torchvision's tensor
+    Resize(NEAREST)) written out: identity for equal sizes, i // 2 when doubling, else
+    floor(float32(i) * float32(n_in / n_out)) in float32 arithmetic, at most n_in - 1."""
+    if n_out == n_in:
+        return list(range(n_out))
+    if n_out == 2 * n_in:
+        return [i // 2 for i in range(n_out)]
+    scale = np.float32(np.float32(n_in) / np.float32(n_out))
+    return [min(int(np.floor(np.float32(np.float32(i) * scale))), n_in - 1) for i in range(n_out)]
+
+
+def test_nearest_rule_matches_pytorch():
+    """Against F.interpolate itself (tests/fixtures/make_nearest_fixture.py): 176 size pairs, 156
+    of them where float32 rounding takes the pixel before the exact floor(i * in / out)."""
+    from gcd_jax import nearest
+
+    f = np.load(NEAREST_FIXTURE)
+    offsets = np.cumsum([0, *f["pairs"][:, 1]])
+    differs = 0
+    for (n_in, n_out), start, stop in zip(f["pairs"], offsets[:-1], offsets[1:], strict=True):
+        expected = f["index"][start:stop]
+        np.testing.assert_array_equal(nearest.source_index(int(n_in), int(n_out)), expected)
+        differs += bool((expected != (np.arange(n_out) * n_in) // n_out).any())
+    assert differs == 156
+
+
+@pytest.mark.parametrize("n_in,n_out", [(7, 3), (5, 9), (13, 5), (11, 11), (9, 4), (2, 82)])
+def test_nearest_rule_closed_form(n_in, n_out):
+    from gcd_jax import nearest
+
+    assert nearest.source_index(n_in, n_out).tolist() == torch_nearest_rows(n_in, n_out)
+    # A window: floor(x0 + i * extent / n_out), inside the axis.
+    got = nearest.source_index(n_in, n_out, 1.5, n_in - 2.0).tolist()
+    assert got == [int(np.floor(1.5 + i * (n_in - 2.0) / n_out)) for i in range(n_out)]
+
+
+@pytest.mark.parametrize("src,dst", [((7, 9), (3, 5)), ((5, 3), (9, 7)), ((13, 2), (5, 82))])
+def test_pipeline_nearest_is_the_reference_rule(src, dst):
+    """data.resize='nearest': image and layout take PyTorch's source pixel in each axis, the same
+    pixels as the SR path's joint.resize_nearest (PIL's centre rule would differ here)."""
+    import jax.numpy as jnp
+
+    from gcd_jax.data import augment
+    from gcd_jax.diffusion import joint
+
+    h, w = src
+    ids = np.arange(h * w).reshape(h, w)
+    image = np.stack([ids % 256, ids // 256, np.zeros_like(ids)], -1).astype(np.uint8)
+    label = (ids % 251).astype(np.uint8)
+    out_image, out_label = augment.resize_pair(image, label, dst, "nearest")
+    rows, cols = torch_nearest_rows(h, dst[0]), torch_nearest_rows(w, dst[1])
+    expected = ids[np.ix_(rows, cols)]
+    got = out_image[..., 0].astype(int) + 256 * out_image[..., 1].astype(int)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(out_label, expected % 251)
+    lowres = joint.resize_nearest(jnp.asarray(ids)[None], dst)[0]
+    np.testing.assert_array_equal(np.asarray(lowres), expected)
+    pil = np.asarray(Image.fromarray(label).resize(dst[::-1], Image.Resampling.NEAREST))
+    assert (pil != out_label).any()

@@ -14,6 +14,7 @@ import pytest
 
 from experiments import base
 from gcd_jax.diffusion import categorical, joint
+from gcd_jax.errors import ConfigError
 
 B, H, W, K, L, D = 8, 4, 4, 5, 3, 6
 
@@ -232,13 +233,14 @@ def test_image_only_ablation():
     np.testing.assert_array_equal(out["loss_lbl"], 0.0)
 
 
-@pytest.mark.parametrize("per_example", [True, False])
-def test_sr_condition(per_example):
+@pytest.mark.parametrize("groups", [1, 2, B])
+def test_sr_condition(groups):
     """SR: the high-res pair goes down to lowres_size and back up (nearest, PyTorch's convention,
-    as the reference), then both modalities are noised at one t_aug per example or per batch."""
-    cfg = make_config(
-        lowres_resize="nearest", lowres_aug_t_max=0.3, lowres_aug_per_example=per_example
-    )
+    as the reference), then both modalities are noised at one t_aug per group of B / groups
+    consecutive examples; the layout at the time floored to the 1000-step grid (the reference's
+    MultinomialDiffusion.change_times_dtype), the image and the U-Net's input at t_aug itself."""
+    cfg = make_config(lowres_resize="nearest", lowres_aug_t_max=0.3, lowres_aug_groups=groups)
+    cfg.train.global_batch_size = B
     cfg.model.sr, cfg.model.lowres_size = True, (2, 2)
     process = joint.Process.from_config(cfg)
     batch, params, key = make_batch(), Params(), jax.random.key(5)
@@ -259,9 +261,11 @@ def test_sr_condition(per_example):
     k_lowres = jax.random.split(key, 5)[4]
     k_time, k_noise = jax.random.split(k_lowres)
     k_img, k_lbl = jax.random.split(k_noise)
-    t_aug = np.float64(jax.random.uniform(k_time, (B if per_example else 1,), maxval=0.3))
-    t_aug = np.broadcast_to(t_aug, (B,))
+    t_aug = np.float64(jax.random.uniform(k_time, (groups,), maxval=0.3)).repeat(B // groups)
+    assert len(set(t_aug)) == groups
     lam = np_logsnr("linear", t_aug)
+    lam_lbl = np_logsnr("linear", np.floor(t_aug * 1000) / 1000)
+    assert (np.abs(lam_lbl - lam) > 1e-4).all()  # the flooring is seen
     # PyTorch's nearest, floor(i * in / out): 4 -> 2 keeps pixels 0 and 2; 2 -> 4 repeats each.
     rows = np.array([0, 0, 2, 2])
     image_up = batch["image"][:, rows][:, :, rows]
@@ -269,7 +273,7 @@ def test_sr_condition(per_example):
     noise = np.float64(jax.random.normal(k_img, (B * H * W * 3,)).reshape(B, H, W, 3))
     a, s = np.sqrt(sigmoid(lam))[:, None, None, None], np.sqrt(sigmoid(-lam))[:, None, None, None]
     np.testing.assert_allclose(seen["lowres_image"], a * image_up + s * noise, atol=2e-6)
-    keep = sigmoid(lam)[:, None, None, None]
+    keep = sigmoid(lam_lbl)[:, None, None, None]
     label = draw_labels(k_lbl, np.log(keep * onehot(label_up) + (1 - keep) / K))
     np.testing.assert_array_equal(seen["lowres_label"], label)
     np.testing.assert_allclose(seen["lowres_logsnr"], lam, rtol=1e-5)
@@ -316,3 +320,19 @@ def test_config_errors():
     cfg.model.sr = True
     with pytest.raises(ValueError, match="lowres_size"):
         joint.Process.from_config(cfg)
+
+
+@pytest.mark.parametrize("groups, batch, accum", [(3, 8, 1), (16, 8, 1), (6, 12, 4), (0, 8, 1)])
+def test_lowres_aug_groups_must_split_the_batch(groups, batch, accum):
+    cfg = make_config(lowres_aug_groups=groups)
+    cfg.train.global_batch_size, cfg.train.grad_accum_steps = batch, accum
+    cfg.model.sr, cfg.model.lowres_size = True, (2, 2)
+    with pytest.raises(ConfigError, match="lowres_aug_groups"):
+        joint.Process.from_config(cfg)
+
+
+@pytest.mark.parametrize("groups, accum, per_call", [(2, 1, 2), (8, 4, 2), (1, 4, 1), (2, 4, 1)])
+def test_lowres_aug_groups_per_micro_batch(groups, accum, per_call):
+    cfg = make_config(lowres_aug_groups=groups)
+    cfg.train.global_batch_size, cfg.train.grad_accum_steps = 8, accum
+    assert joint.Process.from_config(cfg).lowres_aug_groups == per_call

@@ -10,7 +10,7 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Lowest first. A top-level module (``gcd_jax/x.py``) is named by its file, a folder by its name.
 LAYERS = (
-    ("foundation", {"errors", "interfaces", "sharding", "viz"}),
+    ("foundation", {"errors", "interfaces", "nearest", "sharding", "viz"}),
     ("maths", {"diffusion"}),
     ("data", {"data"}),
     ("models", {"models"}),

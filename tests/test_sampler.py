@@ -7,6 +7,8 @@
   same mode), in the mixture's proportions.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 
 from experiments import base
 from gcd_jax import sharding
-from gcd_jax.diffusion import categorical, sampling
+from gcd_jax.diffusion import categorical, gaussian, sampling
 from gcd_jax.inference import cascade, generation
 from gcd_jax.inference.model import Model
 from gcd_jax.models import build_unet
@@ -55,15 +57,19 @@ def random_pair(seed, b=2, h=8, w=8):
     return jnp.asarray(x0), jnp.asarray(r.integers(0, K, (b, h, w)), jnp.int32)
 
 
+@pytest.mark.parametrize("final_step, atol", [("x0", 1e-3), ("reference", 5e-3)])
 @pytest.mark.parametrize(
     "image, label, steps",
     [("linear", "linear", 3), ("cosine", "cosine_p", 10), ("linear", "cosine", 25)],
 )
-def test_oracle_returns_the_pair(image, label, steps):
+def test_oracle_returns_the_pair(image, label, steps, final_step, atol):
+    """'x0' ends on x̂_0 = x0; 'reference' on the posterior mean at λ(0), which keeps the last
+    state's noise scaled by α_0 e^(λ_t − λ_0) σ_t / α_t (below 3e-3 on these grids). The layout is
+    y0 exactly in both: the reference's last marginal is ŷ_0 itself, one-hot here."""
     x0, y0 = random_pair(0)
-    sampler = make_sampler(image, label, steps)
+    sampler = make_sampler(image, label, steps, final_step=final_step)
     x, y = sampling.sample_pairs(sampler, oracle, (x0, y0), {}, jax.random.key(0), y0.shape)
-    np.testing.assert_allclose(x, x0, atol=1e-3)
+    np.testing.assert_allclose(x, x0, atol=atol)
     np.testing.assert_array_equal(y, y0)
 
 
@@ -101,22 +107,26 @@ def mixture(log_pi, x_t, y_t, logsnr, cond):
     return (x_t - alpha * x0_hat) / sigma, logits
 
 
-def mode_of(x, y):
-    """Index of the mode each sample equals (image within 1e-3 and layout exactly), else -1."""
-    x_ok = np.abs(np.asarray(x)[:, None] - np.asarray(MODES_X)[None]).max(axis=(2, 3, 4)) < 1e-3
+def mode_of(x, y, atol=1e-3):
+    """Index of the mode each sample equals (image within atol and layout exactly), else -1."""
+    x_ok = np.abs(np.asarray(x)[:, None] - np.asarray(MODES_X)[None]).max(axis=(2, 3, 4)) < atol
     y_ok = (np.asarray(y)[:, None] == np.asarray(MODES_Y)[None]).all(axis=(2, 3))
     both = x_ok & y_ok
     return np.where(both.any(1), both.argmax(1), -1)
 
 
-def test_mixture_modes_in_proportion():
+@pytest.mark.parametrize("final_step, atol", [("x0", 1e-3), ("reference", 1e-2)])
+def test_mixture_modes_in_proportion(final_step, atol):
     """512 samples of a 30/70 mixture: every sample is a whole mode (image and layout agree) and
     mode 0 appears 0.3 ± 0.07 of the time. Binomial σ = 0.02; the 20-step discretisation shifts
-    the proportion to 0.28 (measured on 8192 samples: 0.280 at 20 steps, 0.292 at 100)."""
-    sampler = make_sampler(steps=20)
+    the proportion to 0.28 (measured on 8192 samples: 0.280 at 20 steps, 0.292 at 100). The
+    'reference' last step ends on the posterior mean at λ(0), which keeps a noise of scale
+    α_0 e^(λ_t − λ_0) σ_t / α_t ≈ 7e-4 (t = 1/20, linear) of the last state: the image within 1e-2
+    (the modes are 1 apart), the layout exactly a mode's."""
+    sampler = make_sampler(steps=20, final_step=final_step)
     log_pi = jnp.log(jnp.array([0.3, 0.7]))
     x, y = sampling.sample_pairs(sampler, mixture, log_pi, {}, jax.random.key(2), (512, 2, 2))
-    modes = mode_of(x, y)
+    modes = mode_of(x, y, atol)
     assert (modes >= 0).all()
     assert abs(np.mean(modes == 0) - 0.3) < 0.07
 
@@ -130,8 +140,10 @@ def np_linear(t):
     return -np.log(np.expm1(1e-4 + 10.0 * np.float64(t) ** 2))
 
 
-@pytest.mark.parametrize("t, s", [(0.6, 0.45), (0.05, 0.0)])
-def test_reverse_step_matches_numpy(t, s):
+@pytest.mark.parametrize(
+    "t, s, final_step", [(0.6, 0.45, "reference"), (0.05, 0.0, "x0"), (0.05, 0.0, "reference")]
+)
+def test_reverse_step_matches_numpy(t, s, final_step):
     """One step against the formulas of docs/design.md §3 in float64, with the step's own noise draws
     (step key -> (image noise, layout Gumbel)) and a denoiser returning fixed arrays. The layout
     draw is reproduced by ``categorical.sample`` from the posterior computed here."""
@@ -141,7 +153,7 @@ def test_reverse_step_matches_numpy(t, s):
     y_t = r.integers(0, K, (b, h, w)).astype(np.int32)
     eps = (2.0 * r.normal(size=(b, h, w, 3))).astype(np.float32)  # x̂0 beyond [-1, 1]
     logits = (2.0 * r.normal(size=(b, h, w, K))).astype(np.float32)
-    sampler = make_sampler(threshold_p=0.9)
+    sampler = make_sampler(threshold_p=0.9, final_step=final_step)
     key = jax.random.key(4)
     denoise = lambda *_: (jnp.asarray(eps), jnp.asarray(logits))
     x_s, y_s = jax.jit(lambda k: sampling.reverse_step(sampler, denoise, x_t, y_t, t, s, k, None))(
@@ -162,15 +174,21 @@ def test_reverse_step_matches_numpy(t, s):
     assert (thr > 1).all()
     p0 = np.exp(logits - logits.max(-1, keepdims=True))
     p0 = p0 / p0.sum(-1, keepdims=True)
-    if s == 0:
+    if s == 0 and final_step == "x0":
         np.testing.assert_allclose(x_s, x0, atol=1e-5)
         np.testing.assert_array_equal(y_s, p0.argmax(-1))
         return
     c = -np.expm1(lam_t - lam_s)
     mean = a_s * (x_t * (1 - c) / a_t + c * x0)
-    np.testing.assert_allclose(x_s, mean + np.sqrt(np_sigmoid(-lam_s) * c) * noise, atol=1e-5)
     keep_s, keep_ts = np_sigmoid(lam_s), np_sigmoid(lam_t) / np_sigmoid(lam_s)
-    post = (keep_ts * np.eye(K)[y_t] + (1 - keep_ts) / K) * (keep_s * p0 + (1 - keep_s) / K)
+    marginal = keep_s * p0 + (1 - keep_s) / K
+    if s == 0:  # 'reference': no noise; the marginal at s = 0 is ŷ0 itself (joint_imagen.py:190)
+        np.testing.assert_allclose(x_s, np.clip(mean, -1, 1), atol=1e-5)
+        assert np.abs(mean - x0).max() > 1e-3  # the posterior mean, not x̂0
+        marginal = p0
+    else:
+        np.testing.assert_allclose(x_s, mean + np.sqrt(np_sigmoid(-lam_s) * c) * noise, atol=1e-5)
+    post = (keep_ts * np.eye(K)[y_t] + (1 - keep_ts) / K) * marginal
     log_post = np.log(post / post.sum(-1, keepdims=True)).reshape(-1, K).astype(np.float32)
     y_ref = categorical.sample(k_label, log_post).reshape(b, h, w)  # Gumbel-max on [N, K]
     np.testing.assert_array_equal(y_s, y_ref)
@@ -479,3 +497,46 @@ def test_sharded_sampling_equals_single_device():
     assert len(many[0].sharding.device_set) == 8
     np.testing.assert_allclose(np.asarray(one[0]), np.asarray(many[0]), atol=1e-6)
     np.testing.assert_array_equal(np.asarray(one[1]), np.asarray(many[1]))
+
+
+def test_cityscapes_base_samples_as_test_base_sh():
+    """The authors' scripts/cityscapes/test_base.sh passes no --noise_schedules, so test.py's
+    defaults (cosine, cosine_p with p = 1) sample the model that trained linear/linear."""
+    from experiments import cityscapes
+
+    cfg = cityscapes.get_config()
+    sampler = sampling.Sampler.from_config(cfg)
+    assert (cfg.diffusion.noise_schedule, cfg.diffusion.noise_schedule_lbl) == ("linear", "linear")
+    assert (sampler.image_logsnr.name, sampler.label_logsnr.name) == ("cosine", "cosine_p")
+    assert sampler.label_logsnr.cosine_p == 1.0 and sampler.final_step == "reference"
+
+
+FINAL_STEP_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "final_step_reference.npz")
+
+
+@pytest.mark.parametrize("image, label", [("linear", "linear"), ("cosine", "cosine_p")])
+def test_final_step_matches_the_reference(image, label):
+    """The last step (t = 1/100 -> 0) against the authors' JointImagen.p_sample with t_next = 0
+    and p_sample_loop's clamp (tests/fixtures/make_final_step_fixture.py): the image to float32
+    rounding, the layout posterior to 5e-4 and the same Gumbel-max draw from it."""
+    f = np.load(FINAL_STEP_FIXTURE)
+    get = lambda name: f[f"{image}/{name}"]  # noqa: E731
+    sampler = make_sampler(image, label, steps=100, threshold_p=0.95, final_step="reference")
+    denoise = lambda *_: (jnp.asarray(get("eps")), jnp.asarray(get("logits")))  # noqa: E731
+    key = jax.random.key(11)
+    x, y = sampling.reverse_step(
+        sampler, denoise, get("x_t"), get("y_t"), get("t"), jnp.float32(0.0), key, None
+    )
+    np.testing.assert_allclose(x, get("image"), atol=2e-5)
+    x0_hat = gaussian.predict_x0(get("x_t"), get("eps"), sampler.image_logsnr(get("t")))
+    assert (np.quantile(np.abs(x0_hat).reshape(2, -1), 0.95, axis=1) > 1).all()  # thresholded
+    log_post = categorical.posterior_given_marginal(
+        jax.nn.log_softmax(jnp.asarray(get("logits")), -1),
+        categorical.index_to_log_onehot(jnp.asarray(get("y_t")), K),
+        sampler.label_logsnr(get("t")),
+        sampler.label_logsnr(jnp.float32(0.0)),
+    )
+    # The reference's keep table is a float32 cumulative sum of log ratios: measured 1.3e-4 apart.
+    np.testing.assert_allclose(log_post, get("log_post"), atol=5e-4)
+    k_label = jax.random.split(key)[1]
+    np.testing.assert_array_equal(y, categorical.sample(k_label, jnp.asarray(get("log_post"))))

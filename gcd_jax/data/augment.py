@@ -2,8 +2,10 @@
 
 Every augmentation maps (image uint8 [h, w, 3], label uint8 [h, w], size (H, W), crop_scale,
 resize, rng) to (image uint8 [H, W, 3], label uint8 [H, W]): the image is resampled with the filter
-``resize`` names (``FILTERS``; 'nearest' is the reference's), the layout always with nearest
-neighbour, over the same source region.
+``resize`` names (``FILTERS``), the layout with nearest neighbour, over the same source region.
+With ``resize='nearest'`` both follow the reference's rule (torchvision's tensor ``Resize(NEAREST)``:
+source pixel ``floor(x0 + i · width / W)``, ``gcd_jax.nearest``); with a smoothing filter the
+layout takes PIL's nearest (pixel centres), aligned with the filtered image.
 """
 
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from gcd_jax import nearest
 from gcd_jax.errors import ConfigError
 
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) source region, in pixels.
@@ -19,7 +22,8 @@ Augmentation = Callable[
     tuple[np.ndarray, np.ndarray],
 ]
 
-# Image filters by ``config.data.resize`` (PIL's; antialiased when shrinking, except 'nearest').
+# Image filters by ``config.data.resize`` (PIL's, antialiased when shrinking; 'nearest' is not PIL's
+# but the reference's rule, see the module docstring).
 FILTERS: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -45,9 +49,16 @@ def resize_pair(
     """Maps the region `box` (default: everything) of image and layout onto (H, W) = `size`,
     the image with the filter ``resize`` names, the layout nearest-neighbour."""
     h, w = label.shape
+    if box is None and (h, w) == tuple(size):
+        return image, label
+    if image_filter(resize) == Image.Resampling.NEAREST:
+        if box is None:  # the whole image: PyTorch's rule exactly (float32 arithmetic)
+            rows, cols = nearest.source_index(h, size[0]), nearest.source_index(w, size[1])
+        else:
+            rows = nearest.source_index(h, size[0], box[1], box[3] - box[1])
+            cols = nearest.source_index(w, size[1], box[0], box[2] - box[0])
+        return image[rows][:, cols], label[rows][:, cols]
     if box is None:
-        if (h, w) == tuple(size):
-            return image, label
         box = (0.0, 0.0, float(w), float(h))
     out = (size[1], size[0])
     image = Image.fromarray(image).resize(out, image_filter(resize), box=box)

@@ -8,6 +8,7 @@ a filter, layouts nearest) and an order-preserving thread-pool map for decoding 
 import collections
 import dataclasses
 import io
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
@@ -151,3 +152,45 @@ def ordered_parallel_map(
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+# The authors' caption files (github:pmh9960/GCDP data/caption_files/{dataset}/{N}_captions.jsonl):
+# each becomes the split 'authors_{N}' holding exactly the images it names, with its captions.
+AUTHORS_FRACTIONS = (25, 50, 100)
+
+
+def authors_caption_files(root: str, dataset: str) -> dict[str, str]:
+    """{'authors_N': path} for the authors' caption files in the manual directory ``root``:
+    ``caption_files/{dataset}/{N}_captions.jsonl`` (their repository's layout) or
+    ``{N}_captions.jsonl``; fractions without a file are left out."""
+    found = {}
+    for n in AUTHORS_FRACTIONS:
+        for path in (
+            os.path.join(root, "caption_files", dataset, f"{n}_captions.jsonl"),
+            os.path.join(root, f"{n}_captions.jsonl"),
+        ):
+            if os.path.isfile(path):
+                found[f"authors_{n}"] = path
+                break
+    return found
+
+
+def read_captions_file(path: str) -> dict[str, list[str]]:
+    """{file_name (base name): captions} from a jsonl file of ``{"file_name": ..., "text": [...]}``
+    lines, in file order; InputError naming the file and line if malformed."""
+    captions = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                text = record["text"]
+                captions[os.path.basename(record["file_name"])] = (
+                    [text] if isinstance(text, str) else [str(t) for t in text]
+                )
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise InputError(
+                    f'{path}:{number}: expected {{"file_name": ..., "text": [...]}}, got {line!r}'
+                ) from error
+    return captions

@@ -5,6 +5,8 @@ Images `CelebA-HQ-img/{i}.jpg`; layouts either pre-merged (`CelebAMask-HQ-mask-a
 (`CelebAMask-HQ-mask-anno/{i // 2000}/{i:05d}_{part}.png`, later classes drawn over earlier ones);
 captions `celeba-caption/{i}.txt`, one per line. Split: `train/filenames.pickle` and
 `test/filenames.pickle` when present (the MM CelebA-HQ release), else ids < 24000 are train.
+The authors' caption files (`caption_files/celeba/{N}_captions.jsonl`, N = 25, 50, 100) add the
+splits `authors_{N}`: exactly the images they name, with the file's captions.
 """
 
 import os
@@ -29,7 +31,9 @@ _EXPECTED = f"""\
   {_MASKS}/preprocessed/{{i}}.png          (merged layouts, values 0..18), or the raw part masks
   {_MASKS}/{{i // 2000}}/{{i:05d}}_{{part}}.png    (part in skin, nose, eye_g, ... cloth)
   {_CAPTIONS}/{{i}}.txt                          (captions, one per line)
-  optionally {_SPLIT_FILES["train"]} and {_SPLIT_FILES["test"]} (lists of image names)."""
+  optionally {_SPLIT_FILES["train"]} and {_SPLIT_FILES["test"]} (lists of image names),
+  and the authors' caption files caption_files/celeba/{{25,50,100}}_captions.jsonl (splits
+  authors_25, authors_50, authors_100)."""
 
 
 class _NameListUnpickler(pickle.Unpickler):
@@ -88,14 +92,29 @@ class MmCelebaHq(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBasedBuild
                     f"MM CelebA-HQ: missing folder {os.path.join(root, folder)}. The manual "
                     f"directory must hold:\n{_EXPECTED}"
                 )
-        return {
+        splits = {
             split: self._generate_examples(root, ids) for split, ids in _split_ids(root).items()
         }
+        for split, path in builder_lib.authors_caption_files(root, "celeba").items():
+            captions = {}
+            for file_name, texts in builder_lib.read_captions_file(path).items():
+                stem = os.path.splitext(file_name)[0]
+                if not stem.isdigit():
+                    raise InputError(f"{path}: file_name {file_name!r} is not <id>.jpg.")
+                captions[int(stem)] = texts
+            splits[split] = self._generate_examples(root, sorted(captions), captions)
+        return splits
 
-    def _generate_examples(self, root: str, ids: list[int]) -> Iterator[tuple[str, dict]]:
-        yield from builder_lib.ordered_parallel_map(lambda i: self._example(root, i), ids)
+    def _generate_examples(
+        self, root: str, ids: list[int], captions: dict[int, list[str]] | None = None
+    ) -> Iterator[tuple[str, dict]]:
+        """Examples of the images ``ids``; captions from ``captions`` (an authors' file) or,
+        when None, from ``celeba-caption/{i}.txt``."""
+        yield from builder_lib.ordered_parallel_map(lambda i: self._example(root, i, captions), ids)
 
-    def _example(self, root: str, i: int) -> tuple[str, dict]:
+    def _example(
+        self, root: str, i: int, given: dict[int, list[str]] | None = None
+    ) -> tuple[str, dict]:
         image_path = os.path.join(root, _IMAGES, f"{i}.jpg")
         image = builder_lib.decode_image(builder_lib.read_bytes(image_path), image_path)
         label, label_where = _read_layout(root, i)
@@ -106,9 +125,12 @@ class MmCelebaHq(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBasedBuild
                 "the aspect ratios differ."
             )
         size = self.builder_config.size or (h, w)
-        caption_path = os.path.join(root, _CAPTIONS, f"{i}.txt")
-        with open(builder_lib.check_file(caption_path), encoding="utf-8") as f:
-            captions = [line.strip() for line in f if line.strip()]
+        if given is not None:
+            captions = given[i]
+        else:
+            caption_path = os.path.join(root, _CAPTIONS, f"{i}.txt")
+            with open(builder_lib.check_file(caption_path), encoding="utf-8") as f:
+                captions = [line.strip() for line in f if line.strip()]
         return str(i), {
             "image": builder_lib.resize_image(image, size),
             "label": builder_lib.resize_label(label, size),

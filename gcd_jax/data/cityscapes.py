@@ -3,9 +3,10 @@
 Reads the official zips or their extracted folders from the manual directory, maps label ids to the
 20-class train-id table (19 train ids + 19 = unlabeled) and attaches captions: from
 `{split}_captions.jsonl` when present, else generated from the layout with the reference template.
+The authors' caption files (`caption_files/cityscapes/{N}_captions.jsonl`) add the splits
+`authors_{N}`: exactly the images they name, wherever they live (train/ or val/).
 """
 
-import json
 import math
 import os
 import zipfile
@@ -34,7 +35,9 @@ _EXPECTED = f"""\
   or their extracted folders:
     {_IMAGES}/{{train,val}}/<city>/<city>_<seq>_<frame>_{_IMAGES}.png
     {_LABELS}/{{train,val}}/<city>/<city>_<seq>_<frame>_{_LABELS}_labelIds.png
-  and optionally captions {{train,val}}_captions.jsonl, one {{"file_name": ..., "text": [...]}} a line."""
+  and optionally captions {{train,val}}_captions.jsonl, one {{"file_name": ..., "text": [...]}} a line,
+  and the authors' caption files caption_files/cityscapes/{{25,50,100}}_captions.jsonl (splits
+  authors_25, authors_50, authors_100: the images they name, from train/ or val/)."""
 
 
 def join_names(names: list[str]) -> str:
@@ -127,24 +130,10 @@ def _open_files(root: str, top: str) -> _Folder | _Zip:
     )
 
 
-def read_captions_file(path: str) -> dict[str, list[str]]:
-    """{file_name: captions} from a jsonl file; ValueError naming the file and line if malformed."""
-    captions = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                text = record["text"]
-                captions[os.path.basename(record["file_name"])] = (
-                    [text] if isinstance(text, str) else [str(t) for t in text]
-                )
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise InputError(
-                    f'{path}:{number}: expected {{"file_name": ..., "text": [...]}}, got {line!r}'
-                ) from error
-    return captions
+read_captions_file = builder_lib.read_captions_file
+# The reference's loader (datasets/cityscapes.py) reads these cities from val/, all others from
+# train/; the builder finds each named image in whichever of the two holds it.
+_SEARCHED_FOLDERS = ("train", "val")
 
 
 class CityscapesCaptions(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
@@ -171,20 +160,20 @@ class CityscapesCaptions(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBa
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
         root = builder_lib.manual_dir(dl_manager, _EXPECTED)
         images, labels = _open_files(root, _IMAGES), _open_files(root, _LABELS)
-        return {
-            split: self._generate_examples(images, labels, folder, self._captions(root, split))
+        splits = {
+            split: self._generate_examples(
+                images, labels, self._folder_images(images, folder), self._captions(root, split)
+            )
             for split, folder in _SPLITS.items()
         }
+        for split, path in builder_lib.authors_caption_files(root, "cityscapes").items():
+            captions = read_captions_file(path)
+            names = self._named_images(images, sorted(captions), path)
+            splits[split] = self._generate_examples(images, labels, names, captions)
+        return splits
 
-    def _captions(self, root: str, split: str) -> dict[str, list[str]] | None:
-        for name in _CAPTION_FILES[split]:
-            if os.path.isfile(os.path.join(root, name)):
-                return read_captions_file(os.path.join(root, name))
-        return None
-
-    def _generate_examples(
-        self, images, labels, folder: str, captions: dict[str, list[str]] | None
-    ) -> Iterator[tuple[str, dict]]:
+    @staticmethod
+    def _folder_images(images, folder: str) -> list[str]:
         suffix = f"_{_IMAGES}.png"
         names = sorted(
             n for n in images.names if n.startswith(f"{_IMAGES}/{folder}/") and n.endswith(suffix)
@@ -193,6 +182,35 @@ class CityscapesCaptions(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBa
             raise MissingError(
                 f"Cityscapes: no images {images.where(f'{_IMAGES}/{folder}/<city>/*{suffix}')}."
             )
+        return names
+
+    @staticmethod
+    def _named_images(images, file_names: list[str], caption_path: str) -> list[str]:
+        """The members of `images` for `file_names` (<city>_..._leftImg8bit.png), each looked for
+        in train/<city>/ and val/<city>/, in file-name order (the reference sorts them)."""
+        names = []
+        for file_name in file_names:
+            city = file_name.split("_")[0]
+            candidates = [f"{_IMAGES}/{folder}/{city}/{file_name}" for folder in _SEARCHED_FOLDERS]
+            found = [c for c in candidates if c in images.names]
+            if not found:
+                raise MissingError(
+                    f"Cityscapes: {caption_path} names {file_name}, found neither at "
+                    f"{images.where(candidates[0])} nor at {images.where(candidates[1])}."
+                )
+            names.append(found[0])
+        return names
+
+    def _captions(self, root: str, split: str) -> dict[str, list[str]] | None:
+        for name in _CAPTION_FILES[split]:
+            if os.path.isfile(os.path.join(root, name)):
+                return read_captions_file(os.path.join(root, name))
+        return None
+
+    def _generate_examples(
+        self, images, labels, names: list[str], captions: dict[str, list[str]] | None
+    ) -> Iterator[tuple[str, dict]]:
+        suffix = f"_{_IMAGES}.png"
 
         def raw_pairs():
             for name in names:

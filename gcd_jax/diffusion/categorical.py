@@ -57,15 +57,23 @@ def q_posterior(
         predicted log-distribution (x_0-parameterisation: ``log_softmax(logits)``), in which case the
         result is ``Σ_{y_0} p(y_0) q(y_s | y_0)`` composed with the transition, normalised.
       log_yt: log one-hot of the observed ``y_t`` ``[..., K]``.
-      logsnr_t, logsnr_s: log-SNR at ``t`` and ``s`` (``λ_s > λ_t``), scalars or ``[B]``. The data
-        itself (``s = 0`` in the sampler, where the posterior is ``y_0``) is handled by callers.
+      logsnr_t, logsnr_s: log-SNR at ``t`` and ``s`` (``λ_s > λ_t``), scalars or ``[B]``.
     """
+    return posterior_given_marginal(q_probs(log_y0, logsnr_s), log_yt, logsnr_t, logsnr_s)
+
+
+def posterior_given_marginal(
+    log_ys: jax.Array, log_yt: jax.Array, logsnr_t: jax.Array, logsnr_s: jax.Array
+) -> jax.Array:
+    """``q_posterior`` given the marginal ``log q(y_s | y_0)`` ``[..., K]`` itself: normalised
+    ``q(y_t | y_s) · q(y_s | y_0)``. The sampler's last step (``sample.final_step='reference'``)
+    passes ``ŷ_0`` as the marginal at ``s = 0``, as the reference's tables hold it there."""
     logsnr_t = right_broadcast(logsnr_t, log_yt.ndim)
     logsnr_s = right_broadcast(logsnr_s, log_yt.ndim)
     log_keep_ts = jax.nn.log_sigmoid(logsnr_t) - jax.nn.log_sigmoid(logsnr_s)
     log_keep_ts = jnp.minimum(log_keep_ts, 0.0)  # ᾱ_{t|s} ≤ 1 up to rounding
     log_transition = _log_mix(log_yt, log_keep_ts, log1mexp(log_keep_ts))
-    log_unnorm = log_transition + q_probs(log_y0, logsnr_s)
+    log_unnorm = log_transition + log_ys
     return log_unnorm - jax.nn.logsumexp(log_unnorm, axis=-1, keepdims=True)
 
 

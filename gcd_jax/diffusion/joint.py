@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from gcd_jax import nearest
 from gcd_jax.diffusion import categorical, gaussian, schedules
 from gcd_jax.errors import ConfigError
 
@@ -78,8 +79,8 @@ def resize_nearest(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     (``F.interpolate(mode='nearest')``, the reference's ``resize_image_to``): output pixel ``i``
     takes source pixel ``floor(i · h / H)``. (``jax.image.resize``'s 'nearest' samples pixel
     centres instead, which picks the other pixel of each pair when halving.)"""
-    rows = (jnp.arange(size[0]) * x.shape[1]) // size[0]
-    cols = (jnp.arange(size[1]) * x.shape[2]) // size[1]
+    rows = nearest.source_index(x.shape[1], size[0])
+    cols = nearest.source_index(x.shape[2], size[1])
     return x[:, rows][:, :, cols]
 
 
@@ -95,9 +96,10 @@ class Process:
       p2_k, p2_gamma: P2 weight ``(k + exp(λ_t))^(−γ)``. lambda_img, lambda_lbl: term weights.
       text_drop_prob: probability of replacing the text by the null text.
       joint: False for the image-only ablation (no layout terms, ``y_t = None``).
-      sr: super-resolution stage; lowres_size ``(h, w)``, lowres_aug_t_max, lowres_aug_per_example
-        (else one time per batch) and lowres_resize (image filter, see ``resize_pair``) define its
-        low-res condition.
+      sr: super-resolution stage; lowres_size ``(h, w)``, lowres_aug_t_max, lowres_aug_groups
+        (augmentation-time draws per ``loss`` call: ``diffusion.lowres_aug_groups`` per global
+        batch over ``train.grad_accum_steps`` micro-batches, at least 1) and lowres_resize (image
+        filter, see ``resize_pair``) define its low-res condition.
     """
 
     image_logsnr: schedules.Schedule
@@ -115,14 +117,21 @@ class Process:
     sr: bool
     lowres_size: tuple[int, int]
     lowres_aug_t_max: float
-    lowres_aug_per_example: bool
+    lowres_aug_groups: int
     lowres_resize: str
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "Process":
-        f, m = config.diffusion, config.model
+        f, m, t = config.diffusion, config.model, config.train
         if m.sr and min(m.lowres_size) <= 0:
             raise ConfigError(f"model.sr needs a positive model.lowres_size, got {m.lowres_size}.")
+        groups, batch, micro = f.lowres_aug_groups, t.global_batch_size, t.grad_accum_steps
+        if groups < 1 or batch % groups or (groups > micro and groups % micro):
+            raise ConfigError(
+                f"diffusion.lowres_aug_groups={groups}: expected a divisor of "
+                f"train.global_batch_size={batch} that is a multiple of train.grad_accum_steps="
+                f"{micro} (or at most it)."
+            )
         return cls(
             image_logsnr=NamedSchedule(f.noise_schedule, f.cosine_p),
             label_logsnr=NamedSchedule(f.noise_schedule_lbl, f.cosine_p),
@@ -139,7 +148,7 @@ class Process:
             sr=m.sr,
             lowres_size=tuple(m.lowres_size),
             lowres_aug_t_max=f.lowres_aug_t_max,
-            lowres_aug_per_example=f.lowres_aug_per_example,
+            lowres_aug_groups=max(f.lowres_aug_groups // t.grad_accum_steps, 1),
             lowres_resize=check_resize_method(f.lowres_resize),
         )
 
@@ -160,10 +169,21 @@ def resize_pair(
     return image, label
 
 
+def lowres_logsnrs(
+    schedule: schedules.Schedule, t_aug: jax.Array, num_timesteps: int
+) -> tuple[jax.Array, jax.Array]:
+    """``(λ(t_aug), λ(⌊t_aug·T⌋/T))``: the low-res image's log-SNR and the layout's, whose time
+    the reference floors to its ``T``-step table (``joint_imagen.py`` MultinomialDiffusion
+    ``change_times_dtype``), as the layout term of the loss (``_label_grid``)."""
+    t_grid = jnp.floor(t_aug * num_timesteps) / num_timesteps
+    return schedule(t_aug), schedule(t_grid)
+
+
 def lowres_condition(
     image_up: jax.Array,
     label_up: jax.Array | None,
     logsnr_aug: jax.Array,
+    logsnr_aug_lbl: jax.Array,
     key: jax.Array,
     num_classes: int,
 ) -> dict[str, jax.Array | None]:
@@ -172,7 +192,8 @@ def lowres_condition(
     Args:
       image_up: low-res image already resized to the SR size ``[B, H, W, 3]`` in [−1, 1].
       label_up: low-res layout resized nearest ``[B, H, W]`` int32, or None (image-only model).
-      logsnr_aug: ``[B]`` log-SNR of the augmentation time (the same time for both modalities).
+      logsnr_aug, logsnr_aug_lbl: ``[B]`` log-SNR of the augmentation time for the image (the
+        U-Net's ``lowres_logsnr``) and for the layout (on the grid, see ``lowres_logsnrs``).
       key: split into (image noise, layout Gumbel noise).
     Returns:
       ``{'lowres_image': [B, H, W, 3], 'lowres_label': [B, H, W] int32 or None,
@@ -183,7 +204,7 @@ def lowres_condition(
     lowres_label = None
     if label_up is not None:
         log_y = categorical.index_to_log_onehot(label_up, num_classes)
-        lowres_label = categorical.sample(k_label, categorical.q_probs(log_y, logsnr_aug))
+        lowres_label = categorical.sample(k_label, categorical.q_probs(log_y, logsnr_aug_lbl))
     return {
         "lowres_image": gaussian.q_sample(image_up, logsnr_aug, noise),
         "lowres_label": lowres_label,
@@ -195,19 +216,18 @@ def _training_lowres(
     process: Process, image: jax.Array, label: jax.Array | None, key: jax.Array
 ) -> dict[str, jax.Array | None]:
     """SR training condition: the high-res pair down to ``lowres_size`` and back up, noised at
-    ``t_aug ~ U(0, lowres_aug_t_max)``, one per batch (*ref*) or per example. Keys: (t_aug,
-    condition noise)."""
+    ``t_aug ~ U(0, lowres_aug_t_max)``, one draw per group of ``B / lowres_aug_groups``
+    consecutive examples (*ref*: one per GPU's forward). Keys: (t_aug, condition noise)."""
     k_time, k_noise = jax.random.split(key)
     size = image.shape[1:3]
     small = resize_pair(image, label, process.lowres_size, process.lowres_resize)
     image_up, label_up = resize_pair(*small, size, process.lowres_resize)
     b = image.shape[0]
-    num_times = b if process.lowres_aug_per_example else 1
-    t_aug = jax.random.uniform(k_time, (num_times,), maxval=process.lowres_aug_t_max)
-    t_aug = jnp.broadcast_to(t_aug, (b,))
-    return lowres_condition(
-        image_up, label_up, process.lowres_logsnr(t_aug), k_noise, process.num_classes
-    )
+    groups = process.lowres_aug_groups
+    t_aug = jax.random.uniform(k_time, (groups,), maxval=process.lowres_aug_t_max)
+    t_aug = jnp.repeat(t_aug, b // groups, total_repeat_length=b)
+    logsnrs = lowres_logsnrs(process.lowres_logsnr, t_aug, process.num_timesteps)
+    return lowres_condition(image_up, label_up, *logsnrs, k_noise, process.num_classes)
 
 
 def _label_grid(process: Process, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -5,11 +5,17 @@ Time runs on the uniform grid ``t_n = 1 − n/N``, ``n = 0..N``; step ``n`` goes
 ``gcd_jax.diffusion.joint``). Each step (docs/design.md §3):
 
 - image: ``x̂_0 = (x_t − σ_t ε̂)/α_t``, dynamically thresholded; ``x_s`` drawn from the Gaussian
-  posterior ``q(x_s | x_t, x̂_0)``; at ``s = 0`` the sample is ``x̂_0`` itself (no noise);
+  posterior ``q(x_s | x_t, x̂_0)``;
 - layout: ``y_s`` by Gumbel-max from ``q(y_s | y_t, softmax(logits))`` between the label
-  schedule's ``t`` and ``s``; at ``s = 0`` the argmax of the predicted ``y_0``. (The reference
-  samples the layout from a second schedule table of ``sample_timesteps`` = 100 entries, so each
-  of its 100 steps also moves one 1/100 grid step: the same grid.)
+  schedule's ``t`` and ``s``. (The reference samples the layout from a second schedule table of
+  ``sample_timesteps`` = 100 entries, so each of its 100 steps also moves one 1/100 grid step: the
+  same grid.)
+
+The last step (``s = 0``) follows ``sample.final_step`` (``FINAL_STEPS``): 'reference' (the
+reference's ``joint_imagen.py`` p_sample with ``t_next = 0``) returns the posterior mean at
+``λ(0)`` without noise, clipped to [−1, 1] as its loop ends, and a layout drawn from
+``q(y_0 | y_t, ŷ_0)`` whose marginal at ``s = 0`` is ``ŷ_0`` itself (the reference's table holds
+``ᾱ = 1`` there); 'x0' returns ``x̂_0`` and the argmax of ``ŷ_0``.
 
 The whole loop is one compiled program (``lax.scan``). The network is called by the project's one
 convention, ``apply(params, x_t, y_t, logsnr, cond)`` (``gcd_jax.models.networks``): ``apply`` is a static
@@ -57,6 +63,8 @@ class Sampler:
       num_steps: N. threshold_p: dynamic-thresholding quantile. resample_steps: RePaint R.
       lowres_logsnr, lowres_aug_t, lowres_resize: SR conditioning (training's low-res schedule and
         image resize method, the fixed augmentation time ``sample.lowres_aug_t``).
+      final_step: ``FINAL_STEPS`` key. num_timesteps: T of the layout's grid (the low-res
+        layout's noise time is floored to it, ``joint.lowres_logsnrs``).
     """
 
     image_logsnr: schedules.Schedule
@@ -69,12 +77,19 @@ class Sampler:
     lowres_logsnr: schedules.Schedule
     lowres_aug_t: float
     lowres_resize: str
+    final_step: str = "reference"
+    num_timesteps: int = 1000
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "Sampler":
         f, s = config.diffusion, config.sample
         if s.num_steps < 1 or s.resample_steps < 1:
             raise ConfigError("sample.num_steps and sample.resample_steps must be >= 1.")
+        if s.final_step not in FINAL_STEPS:
+            raise ConfigError(
+                f"Unknown sample.final_step {s.final_step!r}; expected one of "
+                f"{sorted(FINAL_STEPS)}."
+            )
         return cls(
             image_logsnr=joint.NamedSchedule(s.noise_schedule or f.noise_schedule, f.cosine_p),
             label_logsnr=joint.NamedSchedule(
@@ -88,6 +103,8 @@ class Sampler:
             lowres_logsnr=joint.NamedSchedule(f.lowres_noise_schedule, f.cosine_p),
             lowres_aug_t=s.lowres_aug_t,
             lowres_resize=joint.check_resize_method(f.lowres_resize),
+            final_step=s.final_step,
+            num_timesteps=f.num_timesteps,
         )
 
 
@@ -194,20 +211,41 @@ def reverse_step(
     x0_hat = gaussian.dynamic_threshold(x0_hat, sampler.threshold_p)
     mean, variance = gaussian.q_posterior(x0_hat, x_t, logsnr_t, logsnr_s)
     noise = joint.standard_normal(k_image, x_t.shape)
-    x_s = jnp.where(is_last, x0_hat, mean + jnp.sqrt(variance) * noise)
+    x_s = mean + jnp.sqrt(variance) * noise
+    layout = None
+    if sampler.joint:
+        log_y0_hat = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        log_yt = categorical.index_to_log_onehot(y_t, sampler.num_classes)
+        layout = (log_y0_hat, log_yt, sampler.label_logsnr(t), sampler.label_logsnr(s))
+        y_s = categorical.sample(k_label, categorical.q_posterior(*layout))
+    x_last, y_last = FINAL_STEPS[sampler.final_step](x0_hat, mean, layout, k_label)
+    x_s = jnp.where(is_last, x_last, x_s)
     if not sampler.joint:
         return x_s, None
+    return x_s, jnp.where(is_last, y_last, y_s)
 
-    log_y0_hat = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    log_post = categorical.q_posterior(
-        log_y0_hat,
-        categorical.index_to_log_onehot(y_t, sampler.num_classes),
-        sampler.label_logsnr(t),
-        sampler.label_logsnr(s),
-    )
-    y_argmax = jnp.argmax(log_y0_hat, axis=-1).astype(jnp.int32)
-    y_s = jnp.where(is_last, y_argmax, categorical.sample(k_label, log_post))
-    return x_s, y_s
+
+# The last step's image and layout from (x̂_0, the posterior mean at λ(0), the layout's
+# (log ŷ_0, log one-hot y_t, λ_lbl(t), λ_lbl(0)) or None, the layout key); see the module docstring.
+FinalStep = Callable[[jax.Array, jax.Array, tuple | None, jax.Array], Pair]
+
+
+def _final_reference(x0_hat, mean, layout, key) -> Pair:
+    image = jnp.clip(mean, -1.0, 1.0)  # p_sample_loop's img.clamp_(-1., 1.)
+    if layout is None:
+        return image, None
+    log_y0_hat, log_yt, logsnr_t, logsnr_s = layout
+    log_post = categorical.posterior_given_marginal(log_y0_hat, log_yt, logsnr_t, logsnr_s)
+    return image, categorical.sample(key, log_post)
+
+
+def _final_x0(x0_hat, mean, layout, key) -> Pair:
+    if layout is None:
+        return x0_hat, None
+    return x0_hat, jnp.argmax(layout[0], axis=-1).astype(jnp.int32)
+
+
+FINAL_STEPS: dict[str, FinalStep] = {"reference": _final_reference, "x0": _final_x0}
 
 
 def _scan_steps(sampler: Sampler, step: Callable[..., Pair], state: Pair, key: jax.Array) -> Pair:
@@ -399,6 +437,5 @@ def upsampled_condition(
         image, label if sampler.joint else None, size, sampler.lowres_resize
     )
     t_aug = jnp.full((image.shape[0],), sampler.lowres_aug_t, jnp.float32)
-    return joint.lowres_condition(
-        image_up, label_up, sampler.lowres_logsnr(t_aug), key, sampler.num_classes
-    )
+    logsnrs = joint.lowres_logsnrs(sampler.lowres_logsnr, t_aug, sampler.num_timesteps)
+    return joint.lowres_condition(image_up, label_up, *logsnrs, key, sampler.num_classes)

@@ -88,7 +88,7 @@ def log_recipe(config: ml_collections.ConfigDict) -> str:
     if config.model.sr:
         lines.append(
             f"SR: low-res {tuple(config.model.lowres_size)}, resize {f.lowres_resize}, "
-            f"augmentation time per {'example' if f.lowres_aug_per_example else 'batch'} "
+            f"{f.lowres_aug_groups} augmentation time(s) per global batch "
             f"~ U(0, {f.lowres_aug_t_max}), schedule {f.lowres_noise_schedule}"
         )
     text = "\n  ".join(["recipe:", *lines])
