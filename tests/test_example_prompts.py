@@ -13,16 +13,19 @@ from gcd_jax.data import classes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# The README's example prompts for the demo models (experiments/demo.py, demo_sr.py); update this
-# list with the README.
-README_PROMPTS = (
-    "A large red square on the left.",
-    "There is a small blue triangle at the top.",
-    "A red square.",
-    "A large red square on the left and a small green circle.",
-)
-
 _PROMPTS = re.compile(r'--prompts\s+"([^"]*)"')
+
+
+def readme_demo_prompts() -> list[str]:
+    """Every ``--prompts "a;b"`` of a README command run with a demo config (commands joined
+    across their ``\\`` line continuations)."""
+    commands = (REPO / "README.md").read_text().replace("\\\n", " ").splitlines()
+    out = []
+    for command in commands:
+        if re.search(r"--config experiments/demo(_sr)?\.py", command):
+            for group in _PROMPTS.findall(command):
+                out += [p.strip() for p in group.split(";") if p.strip()]
+    return out
 
 
 def experiment_prompts() -> list[tuple[str, str]]:
@@ -67,11 +70,13 @@ def test_experiment_prompts(experiment, prompt):
     assert problems(info, prompt) == []
 
 
-@pytest.mark.parametrize("prompt", [*README_PROMPTS, page.EXAMPLE_PROMPT])
+@pytest.mark.parametrize("prompt", [*readme_demo_prompts(), page.EXAMPLE_PROMPT])
 def test_demo_prompts(prompt):
     assert problems(classes.dataset_info("demo"), prompt) == []
 
 
-def test_experiment_prompts_are_found():
-    """The collector sees the demo cascade's example (a parsing slip would skip every check)."""
+def test_example_prompts_are_found():
+    """The collectors see the demo cascade's example and the README's sampling commands (a parsing
+    slip would skip every check)."""
     assert ("demo_sr", "A large red square on the left.") in experiment_prompts()
+    assert {"A large red square on the left.", "A red square."} <= set(readme_demo_prompts())
