@@ -20,11 +20,14 @@ LAYERS = (
     ("conversion", {"convert"}),
     ("entry points", {"cli"}),
 )
-DRIVERS = {"train", "sample", "evaluate", "serve", "analyze"}  # gcd_jax/cli/<driver>.py
+DRIVERS = {"train", "sample", "evaluate", "serve", "analyze", "convert"}  # gcd_jax/cli/<driver>.py
 
 
 def layer_of(module: str) -> int:
-    """``'gcd_jax.diffusion.joint'`` -> the index of its layer in ``LAYERS``."""
+    """``'gcd_jax.diffusion.joint'`` -> the index of its layer in ``LAYERS``. A package's
+    ``__main__`` (``python -m gcd_jax.convert``) is an entry point."""
+    if module.endswith(".__main__"):
+        return len(LAYERS) - 1
     part = module.split(".")[1]
     for i, (_, names) in enumerate(LAYERS):
         if part in names:
