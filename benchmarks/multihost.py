@@ -22,16 +22,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config(data_dir: str, steps: int):
-    """The tests' tiny demo run: 64 scenes, a dim-16 U-Net, global batch 8."""
+    """The tests' tiny demo run (``experiments/demo.py:tiny``: 64 scenes, a dim-16 U-Net, global
+    batch 8) for ``steps`` steps, one checkpoint at the end."""
     from experiments import demo
 
-    config = demo.get_config()
+    config = demo.get_config("tiny")
     config.data.data_dir = data_dir
-    config.data.num_demo_examples = 64
-    config.data.num_workers = 2
-    config.model.dim = 16
-    config.train.update(global_batch_size=8, num_steps=steps, ckpt_every=steps, sample_every=0)
-    config.sample.update(num_steps=4, batch_size=8)
+    config.train.update(num_steps=steps, ckpt_every=steps)
     return config
 
 
