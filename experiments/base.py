@@ -124,7 +124,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.remat = "none"
     # One nn.scan over the identical residual blocks of each level with >= 2 of them: XLA compiles
     # one block per level (about half the base train step's compile), parameters stacked per level
-    # (gcd_jax.models.unet.stack_blocks / unstack_blocks convert). Same outputs. Off in every
+    # (gcd_jax.models.scanned.stack_blocks / unstack_blocks convert). Same outputs. Off in every
     # experiment: on XLA:CPU the scanned train step runs 2.6x slower (0.363 -> 0.945 s/step, README);
     # unmeasured on GPU/TPU, where it is kept for a measurement.
     m.scan_blocks = False
