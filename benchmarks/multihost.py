@@ -41,12 +41,13 @@ def worker(rank: int, count: int, port: int, out: str, steps: int) -> None:
         jax.distributed.initialize(f"localhost:{port}", num_processes=count, process_id=rank)
     import numpy as np
 
-    from gcd_jax.cli import train
+    from gcd_jax.cli import runtime, train
     from gcd_jax.data import pipeline
     from gcd_jax.inference import generation
     from gcd_jax.inference.model import from_state
     from gcd_jax.models.networks import build_networks
 
+    runtime.install_checkpoint_hooks()  # the Orbax settings run.py installs
     config = _config(os.path.join(out, "tfds"), steps)
     state = train.train_and_evaluate(config, os.path.join(out, f"workdir_{count}"))
     data = pipeline.create_train_iterator(config, lambda c: (None, None), start_step=0)
