@@ -1,7 +1,8 @@
 """The two configurations every side-by-side benchmark measures, for gcd_jax and the authors' code.
 
-  tiny  docs/design.md §4's side-by-side config: dim 32, mults (1, 2, 4), one res block per level, self- and
-        cross-attention at level 3 only, 2 heads of 32, K = 8, 32×32, batch 8;
+  tiny  experiments/base.py:tiny, docs/design.md §4's side-by-side config: dim 32, mults (1, 2, 4),
+        one res block per level, self- and cross-attention at level 3 only, 2 heads of 32, K = 8,
+        32×32, batch 8;
   base  the reference Cityscapes base U-Net (experiments/cityscapes.py), 128×256, batch 1.
 
 Both take text as 256 tokens of width 1024 (frozen T5-large's shape). ``reference_case`` describes a
@@ -22,12 +23,7 @@ TEXT_LEN, TEXT_DIM = 256, 1024
 def tiny() -> ml_collections.ConfigDict:
     from experiments import base
 
-    c = base.get_config()
-    c.data.image_size, c.data.num_classes = (32, 32), 8
-    m = c.model
-    m.dim, m.dim_mults, m.num_res_blocks = 32, (1, 2, 4), (1, 1, 1)
-    m.attn_levels = m.cross_attn_levels = (False, False, True)
-    m.attn_heads, m.attn_dim_head = 2, 32
+    c = base.get_config("tiny")
     c.train.global_batch_size = 8
     return c
 

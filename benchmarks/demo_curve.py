@@ -115,9 +115,10 @@ def worker(args, name: str, overrides: dict) -> None:
     import jax
     from absl import logging
 
-    from gcd_jax.cli import evaluate, train
+    from gcd_jax.cli import evaluate, runtime, train
     from gcd_jax.training import checkpoint
 
+    runtime.install_checkpoint_hooks()  # the Orbax settings run.py installs
     logging.set_verbosity(logging.INFO)
     config = variant_config(args, overrides)
     workdir = os.path.join(args.out, "runs", name)

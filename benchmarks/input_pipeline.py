@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.base import get_config  # noqa: E402
 from gcd_jax.data import pipeline, sources  # noqa: E402
+from gcd_jax.models import text  # noqa: E402
 
 STORED = (256, 512)
 NEEDED = 300.0  # examples/s per host to keep an accelerator busy
@@ -45,23 +46,14 @@ def write_fake_cityscapes(root: str, count: int, rng: np.random.Generator) -> No
             Image.fromarray(label).save(stem.format("gtFine") + "_gtFine_labelIds.png")
 
 
-def byte_tokenize(captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    tokens = np.zeros((len(captions), 256), np.int32)
-    for i, caption in enumerate(captions):
-        data = caption.encode()[:256]
-        tokens[i, : len(data)] = list(data)
-    return tokens, tokens > 0
-
-
 def time_iterator(config, steps: int) -> tuple[float, float]:
     """(examples per second, CPU milliseconds per example) after one warm-up batch.
 
     CPU time per example does not depend on other load on the machine; 1000 / it is what one
     fully used core sustains.
     """
-    iterator = pipeline.create_train_iterator(
-        config, byte_tokenize, process_index=0, process_count=1
-    )
+    tokenize = text.build_text_encoder(config).tokenize  # the config's: 256 bytes
+    iterator = pipeline.create_train_iterator(config, tokenize, process_index=0, process_count=1)
     next(iterator)
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):

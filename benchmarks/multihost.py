@@ -22,16 +22,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config(data_dir: str, steps: int):
-    """The tests' tiny demo run: 64 scenes, a dim-16 U-Net, global batch 8."""
+    """The tests' tiny demo run (``experiments/demo.py:tiny``: 64 scenes, a dim-16 U-Net, global
+    batch 8) for ``steps`` steps, one checkpoint at the end."""
     from experiments import demo
 
-    config = demo.get_config()
+    config = demo.get_config("tiny")
     config.data.data_dir = data_dir
-    config.data.num_demo_examples = 64
-    config.data.num_workers = 2
-    config.model.dim = 16
-    config.train.update(global_batch_size=8, num_steps=steps, ckpt_every=steps, sample_every=0)
-    config.sample.update(num_steps=4, batch_size=8)
+    config.train.update(num_steps=steps, ckpt_every=steps)
     return config
 
 
@@ -44,12 +41,13 @@ def worker(rank: int, count: int, port: int, out: str, steps: int) -> None:
         jax.distributed.initialize(f"localhost:{port}", num_processes=count, process_id=rank)
     import numpy as np
 
-    from gcd_jax.cli import train
+    from gcd_jax.cli import runtime, train
     from gcd_jax.data import pipeline
     from gcd_jax.inference import generation
     from gcd_jax.inference.model import from_state
     from gcd_jax.models.networks import build_networks
 
+    runtime.install_checkpoint_hooks()  # the Orbax settings run.py installs
     config = _config(os.path.join(out, "tfds"), steps)
     state = train.train_and_evaluate(config, os.path.join(out, f"workdir_{count}"))
     data = pipeline.create_train_iterator(config, lambda c: (None, None), start_step=0)

@@ -33,10 +33,12 @@ def stage(name: str, dim: int, workdir: str) -> None:
 
     import jax
 
+    from gcd_jax.cli import runtime
     from gcd_jax.inference.model import load
     from gcd_jax.models.networks import build_networks
     from gcd_jax.training import checkpoint, train_state
 
+    runtime.install_checkpoint_hooks()  # the Orbax settings run.py installs
     config = _config(dim)
     nets, optimizer = build_networks(config), train_state.make_optimizer(config.optim)
     nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731

@@ -5,12 +5,33 @@ Every field the library reads is defined here, with a comment. Experiment files 
 any of them from the command line, and an unknown field is an error (the dict is locked).
 
 Reference values (marked *ref*) are those of the authors' PyTorch implementation.
+
+Variants (the config argument, ``experiments/base.py:VARIANT``; see ``variants``):
+
+* ``tiny``: docs/design.md §4's "tiny" U-Net of the speed comparisons and the model tests (dim 32,
+  multipliers (1, 2, 4), one residual block per level, self- and cross-attention at the third level
+  only, 2 heads of 32; K = 8, 32x32 as the defaults).
 """
 
 import ml_collections
 
 
-def get_config() -> ml_collections.ConfigDict:
+def variants(path: str, arg: str | None, known: tuple[str, ...]) -> set[str]:
+    """The variants named by a config argument, comma-separated (``experiments/demo.py:shapes,tiny``
+    gives ``{'shapes', 'tiny'}``; none gives the empty set). An unknown one is an error naming the
+    known ones; ``path`` is the experiment file, for the message."""
+    names = [name for name in (arg or "").split(",") if name]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(
+            f"{path}:{arg}: unknown variant {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(known)} (comma-separated, or none)."
+        )
+    return set(names)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = variants("experiments/base.py", arg, ("tiny",))
     c = ml_collections.ConfigDict()
 
     # ---------------------------------------------------------------- data
@@ -103,8 +124,9 @@ def get_config() -> ml_collections.ConfigDict:
     m.remat = "none"
     # One nn.scan over the identical residual blocks of each level with >= 2 of them: XLA compiles
     # one block per level (about half the base train step's compile), parameters stacked per level
-    # (gcd_jax.models.unet.stack_blocks / unstack_blocks convert). Same outputs. Off: on XLA:CPU
-    # the scanned step runs 2.6x slower (README); unmeasured on GPU/TPU.
+    # (gcd_jax.models.scanned.stack_blocks / unstack_blocks convert). Same outputs. Off in every
+    # experiment: on XLA:CPU the scanned train step runs 2.6x slower (0.363 -> 0.945 s/step, README);
+    # unmeasured on GPU/TPU, where it is kept for a measurement.
     m.scan_blocks = False
 
     # ---------------------------------------------------------------- diffusion
@@ -236,4 +258,12 @@ def get_config() -> ml_collections.ConfigDict:
     # thumbnail + 4x4x4 RGB histogram, a weight-free FID proxy (Inception: pass a callable).
     e.features = "colour_pixels"
 
+    if "tiny" in variant:
+        m.dim = 32
+        m.dim_mults = (1, 2, 4)
+        m.num_res_blocks = (1, 1, 1)
+        m.attn_levels = (False, False, True)
+        m.cross_attn_levels = (False, False, True)
+        m.attn_heads = 2
+        m.attn_dim_head = 32
     return c

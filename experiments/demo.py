@@ -3,24 +3,29 @@ tiny joint U-Net. Offline, trains on a 2-core CPU in minutes.
 
     python run.py --config experiments/demo.py --workdir /tmp/demo
 
-Variants (the config argument, ``experiments/demo.py:VARIANT``):
+The U-Net is base.py's ``tiny`` one (docs/design.md §4) with a small resampler.
+
+Variants (the config argument, ``experiments/demo.py:VARIANT``; several comma-separated, e.g.
+``experiments/demo.py:shapes,tiny``):
 
 * ``shapes``: the 'demo_shapes' scenes, where the class is the shape and colours are drawn
   independently of it, so a region's class cannot be read off its colour (docs/claim.md).
+* ``tiny``: a smoke run (big_vision's ``runlocal``) in seconds, the tests' demo config: 64
+  scenes, a dim-16 U-Net, batch 8, 4 steps with a checkpoint every 2, 4 sampling steps.
+
+    python run.py --config experiments/demo.py:tiny --workdir /tmp/demo_tiny
 """
 
 import ml_collections
 
 from experiments import base
 
-VARIANTS = ("", "shapes")  # Config arguments get_config accepts.
+VARIANTS = ("shapes", "tiny")  # Config arguments get_config accepts.
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = arg or ""
-    if variant not in VARIANTS:
-        raise ValueError(f"experiments/demo.py:{variant}: expected one of {VARIANTS[1:]} or none.")
-    c = base.get_config()
+    variant = base.variants("experiments/demo.py", arg, VARIANTS)
+    c = base.get_config("tiny")
     c.data.name = "demo"
     c.data.image_size = (32, 32)
     c.data.num_classes = 8
@@ -29,13 +34,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.text.max_length = 40  # the longest demo caption has 36 words
     c.text.embed_dim = 64
 
-    c.model.dim = 32
-    c.model.dim_mults = (1, 2, 4)
-    c.model.num_res_blocks = (1, 1, 1)
-    c.model.attn_levels = (False, False, True)
-    c.model.cross_attn_levels = (False, False, True)
-    c.model.attn_heads = 2
-    c.model.attn_dim_head = 32
     c.model.mid_cross_attn_heads = 2
     c.model.mid_cross_attn_dim_head = 32
     c.model.num_latents = 8
@@ -56,7 +54,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Recall/precision of the samples rise with guidance up to ~8 on this model (README table).
     c.sample.guidance_scale = 8.0
 
-    if variant == "shapes":
+    if "shapes" in variant:
         c.data.name = "demo_shapes"
         c.text.vocabulary = "demo_shapes"
+    if "tiny" in variant:
+        c.data.num_demo_examples = 64
+        c.data.num_workers = 2
+        c.model.dim = 16
+        c.train.global_batch_size = 8  # one example per device on the tests' 8 fake CPU devices
+        c.train.num_steps = 4
+        c.train.log_every = 1
+        c.train.ckpt_every = 2
+        c.train.sample_every = 0
+        c.sample.num_steps = 4
+        c.sample.resample_steps = 2
+        c.sample.batch_size = 8
     return c

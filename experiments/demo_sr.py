@@ -9,18 +9,22 @@ model, both tiny, offline on a CPU.
 The base stage is ``experiments/demo.py`` at 16×16 (the scenes resized down as the SR condition
 is); the SR stage has the reference SR U-Net's shape (no self-attention, text cross-attention at the
 last level only) at demo width.
+
+The config argument names the stage, ``base`` or ``sr`` (the default), and may add demo.py's
+``tiny`` smoke-run variant: ``experiments/demo_sr.py:base,tiny``, ``experiments/demo_sr.py:tiny``.
 """
 
 import ml_collections
 
-from experiments import demo
+from experiments import base, demo
 
 
-def get_config(stage: str = "sr") -> ml_collections.ConfigDict:
-    if stage not in ("base", "sr"):
-        raise ValueError(f"experiments/demo_sr.py:{stage}: expected ':base' or ':sr'.")
-    c = demo.get_config()
-    if stage == "base":
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = base.variants("experiments/demo_sr.py", arg, ("base", "sr", "tiny"))
+    if {"base", "sr"} <= variant:
+        raise ValueError(f"experiments/demo_sr.py:{arg}: one stage, 'base' or 'sr', not both.")
+    c = demo.get_config("tiny" if "tiny" in variant else None)
+    if "base" in variant:
         c.data.image_size = (16, 16)
         return c
     c.data.image_size = (32, 32)

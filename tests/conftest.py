@@ -54,53 +54,21 @@ def pytest_collection_modifyitems(items):
     items.sort(key=rank)  # stable: each file's own order is kept
 
 
-def make_tiny_config() -> ml_collections.ConfigDict:
-    """The base config with docs/design.md §4's "tiny" U-Net (dim 32, mults (1, 2, 4), one residual block
-    per level, self- and cross-attention at the third level only, 2 heads of 32, K = 8, 32×32)."""
-    config = base.get_config()
-    config.data.image_size = (32, 32)
-    config.data.num_classes = 8
-    m = config.model
-    m.dim = 32
-    m.dim_mults = (1, 2, 4)
-    m.num_res_blocks = (1, 1, 1)
-    m.attn_levels = (False, False, True)
-    m.cross_attn_levels = (False, False, True)
-    m.attn_heads = 2
-    m.attn_dim_head = 32
-    return config
-
-
 @pytest.fixture
 def tiny_config() -> ml_collections.ConfigDict:
-    """A fresh tiny config (see ``make_tiny_config``); tests may modify it."""
-    return make_tiny_config()
+    """A fresh ``experiments/base.py:tiny`` config (docs/design.md §4's tiny U-Net); tests may
+    modify it."""
+    return base.get_config("tiny")
 
 
 def small_demo_config(data_dir, **train_overrides) -> ml_collections.ConfigDict:
-    """The demo experiment shrunk for tests: 64 scenes, a dim-16 U-Net, batch 8, 4 steps."""
+    """``experiments/demo.py:tiny`` (64 scenes, a dim-16 U-Net, batch 8, 4 steps) reading its
+    scenes from ``data_dir``, with ``train`` fields overridden."""
     from experiments import demo
 
-    return shrink(demo.get_config(), data_dir, **train_overrides)
-
-
-def shrink(config: ml_collections.ConfigDict, data_dir, **train_overrides):
-    """A demo-scenes config (``demo``, ``demo_sr``) shrunk for tests: 64 scenes, a dim-16 U-Net,
-    batch 8 (one per fake device), 4 steps, 4 sampling steps."""
+    config = demo.get_config("tiny")
     config.data.data_dir = str(data_dir)
-    config.data.num_demo_examples = 64
-    config.data.num_workers = 2
-    config.model.dim = 16
-    config.train.global_batch_size = 8
-    config.train.num_steps = 4
-    config.train.log_every = 1
-    config.train.ckpt_every = 2
-    config.train.sample_every = 0
-    config.sample.num_steps = 4
-    config.sample.resample_steps = 2
-    config.sample.batch_size = 8
-    for key, value in train_overrides.items():
-        setattr(config.train, key, value)
+    config.train.update(train_overrides)
     return config
 
 

@@ -1,5 +1,6 @@
 """Input pipeline on the demo scenes: batches, augmentation, caption fraction, resuming, hosts."""
 
+import functools
 import os
 
 import numpy as np
@@ -8,23 +9,19 @@ from PIL import Image
 
 from experiments.base import get_config
 from gcd_jax.data import classes, pipeline, scenes, sources
+from gcd_jax.models import text
 
 NUM_TRAIN = 64  # Demo validation: max(64, 64 // 8) = 64.
 LENGTH = 160  # Byte tokens; every demo caption fits.
 DEMO = classes.dataset_info("demo")
 
 
-def byte_tokenize(captions):
-    """A stand-in tokenizer: UTF-8 bytes, zero-padded; mask = non-padding."""
-    tokens = np.zeros((len(captions), LENGTH), np.int32)
-    for i, caption in enumerate(captions):
-        data = caption.encode()[:LENGTH]
-        tokens[i, : len(data)] = list(data)
-    return tokens, tokens > 0
+# The learned encoder's tokenizer: UTF-8 bytes + 1, zero-padded; mask = non-padding.
+byte_tokenize = functools.partial(text.tokenize_bytes, max_length=LENGTH)
 
 
 def detokenize(tokens, mask):
-    return bytes(tokens[mask].astype(np.uint8).tolist()).decode()
+    return bytes((tokens[mask] - 1).astype(np.uint8).tolist()).decode()
 
 
 @pytest.fixture(scope="module")

@@ -84,13 +84,13 @@ def test_bad_layout_values_are_named(tmp_path):
 def sr_configs(data_dir):
     """experiments/demo_sr.py's two stages, shrunk: 16×16 base and 16 -> 32 SR, one level each
     (the cheapest U-Nets to compile)."""
-    from conftest import shrink
-
     from experiments import demo_sr
 
     configs = {}
     for stage in ("base", "sr"):
-        config = shrink(demo_sr.get_config(stage), data_dir, num_steps=2, ckpt_every=2)
+        config = demo_sr.get_config(f"{stage},tiny")
+        config.data.data_dir = str(data_dir)
+        config.train.update(num_steps=2, ckpt_every=2)
         m = config.model
         m.dim_mults, m.num_res_blocks = (1,), (1,)
         m.attn_levels, m.cross_attn_levels = (False,), (True,)

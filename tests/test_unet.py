@@ -20,7 +20,7 @@ from experiments import cityscapes, cityscapes_sr
 from gcd_jax.diffusion import sampling
 from gcd_jax.models import build_unet, input_specs
 from gcd_jax.models.networks import Apply
-from gcd_jax.models.unet import stack_blocks, unstack_blocks
+from gcd_jax.models.scanned import stack_blocks, unstack_blocks
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location(

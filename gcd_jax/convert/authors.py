@@ -34,8 +34,8 @@ from gcd_jax.convert import reference_checkpoint, torch_names
 from gcd_jax.errors import CheckpointError, ConfigError, InputError
 from gcd_jax.models import build_unet, t5
 from gcd_jax.models.networks import Networks
+from gcd_jax.models.scanned import stack_blocks, unstack_blocks
 from gcd_jax.models.text import TextEncoder
-from gcd_jax.models.unet import stack_blocks, unstack_blocks
 from gcd_jax.training import checkpoint, train_state
 
 PyTree = Any

@@ -6,7 +6,6 @@ The model knows nothing about diffusion: it maps ``(x_t, y_t, logsnr_t, text)`` 
 the logits of ``y_0``.
 """
 
-import re
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +18,7 @@ from gcd_jax.models.attention import Attention, TransformerBlock
 from gcd_jax.models.conditioning import TextConditioning, TimeConditioning
 from gcd_jax.models.layers import CrossEmbed, Downsample, Dtype, PixelShuffleUpsample, layer_norm
 from gcd_jax.models.resnet import ResnetBlock
+from gcd_jax.models.scanned import ScanStep, rematerialised
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -101,7 +101,7 @@ class JointUNet(nn.Module):
     scan_blocks: bool = False
 
     def _block(self, module_class):
-        return _rematerialised(module_class, self.remat)
+        return rematerialised(module_class, self.remat)
 
     def _resnet(
         self,
@@ -203,12 +203,12 @@ class JointUNet(nn.Module):
             )
             up = skips is not None
             scanned = nn.scan(
-                _ScanStep,
+                ScanStep,
                 variable_axes={"params": 0},
                 split_rngs={"params": True},
                 in_axes=(0, nn.broadcast) if up else (nn.broadcast,),
                 length=n,
-            )(block=block, remat=self.remat, up=up, name=f"{name}_blocks")
+            )(block=block, remat=self.remat, up=up, skip_scale=_SKIP_SCALE, name=f"{name}_blocks")
             if up:
                 x, _ = scanned(x, jnp.stack([skips.pop() for _ in range(n)]), t)
             else:
@@ -305,95 +305,6 @@ class JointUNet(nn.Module):
         eps_hat = _zero_head(3, "eps_head")(x)
         logits = _zero_head(self.num_classes, "label_head")(x) if self.joint else None
         return eps_hat, logits
-
-
-def _rematerialised(module_class, remat: str):
-    """``module_class``, wrapped in ``nn.remat`` with the policy ``remat`` names ('none': as is)."""
-    if remat == "none":
-        return module_class
-    policy = None if remat == "blocks" else getattr(jax.checkpoint_policies, remat)
-    return nn.remat(module_class, policy=policy)
-
-
-class _ScanStep(nn.Module):
-    """One residual block of a scanned level: ``(x, [skip,] t) -> (x', ys)``; down blocks return
-    their output as ``ys`` (a skip), up blocks first concatenate their skip."""
-
-    block: dict
-    remat: str
-    up: bool
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *args: jax.Array):
-        block = ResnetBlock
-        if self.remat != "none":
-            policy = (
-                None if self.remat == "blocks" else getattr(jax.checkpoint_policies, self.remat)
-            )
-            block = nn.remat(ResnetBlock, policy=policy)
-        if self.up:
-            skip, t = args
-            x = jnp.concatenate([x, skip * _SKIP_SCALE], -1)
-        else:
-            (t,) = args
-        x = block(**self.block, name="block")(x, t)
-        return x, (None if self.up else x)
-
-
-_PER_BLOCK = re.compile(r"^(down|up)(\d+)_block(\d+)$")
-_STACKED = re.compile(r"^(down|up)(\d+)_blocks$")
-
-
-def stack_blocks(params: dict) -> dict:
-    """A ``JointUNet`` parameter tree in the per-block layout (``down1_block0``, ...) → the
-    ``scan_blocks`` layout: the blocks of each level with at least two stacked on a leading axis
-    under ``down1_blocks/block``. Levels with one block keep ``down0_block0``."""
-    out, groups = {}, {}
-    for key, value in params.items():
-        match = _PER_BLOCK.match(key)
-        if match:
-            groups.setdefault(f"{match[1]}{match[2]}", {})[int(match[3])] = value
-        else:
-            out[key] = value
-    for prefix, blocks in groups.items():
-        if sorted(blocks) != list(range(len(blocks))):
-            raise ValueError(f"{prefix}: blocks {sorted(blocks)} are not 0..{len(blocks) - 1}")
-        if len(blocks) == 1:
-            out[f"{prefix}_block0"] = blocks[0]
-        else:
-            stacked = jax.tree.map(_stack, *(blocks[j] for j in sorted(blocks)))
-            out[f"{prefix}_blocks"] = {"block": stacked}
-    return out
-
-
-def _stack(*leaves):
-    if isinstance(leaves[0], jax.ShapeDtypeStruct):
-        return jax.ShapeDtypeStruct((len(leaves), *leaves[0].shape), leaves[0].dtype)
-    return jnp.stack(leaves)
-
-
-def _take(leaf, j: int):
-    if isinstance(leaf, jax.ShapeDtypeStruct):
-        return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
-    return leaf[j]
-
-
-def unstack_blocks(params: dict) -> dict:
-    """The inverse of ``stack_blocks`` (a tree already per-block is returned as is). Both take
-    arrays or ``jax.ShapeDtypeStruct`` leaves."""
-    out = {}
-    for key, value in params.items():
-        match = _STACKED.match(key)
-        if not match:
-            out[key] = value
-            continue
-        stacked = value["block"]
-        n = jax.tree.leaves(stacked)[0].shape[0]
-        for j in range(n):
-            out[f"{match[1]}{match[2]}_block{j}"] = jax.tree.map(
-                lambda a, j=j: _take(a, j), stacked
-            )
-    return out
 
 
 def _zero_head(features: int, name: str) -> nn.Conv:
