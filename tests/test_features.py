@@ -1,7 +1,9 @@
 """Clustering metrics on toy feature maps whose content is known (issue 30)."""
 
 import numpy as np
+import pytest
 
+from gcd_jax.errors import InputError
 from gcd_jax.evaluation import features
 
 NUM_CLASSES = 4
@@ -49,3 +51,33 @@ def test_linear_probe_separates_class_features_not_colour():
     by_colour = np.eye(NUM_CLASSES)[rng.integers(0, NUM_CLASSES, layouts.shape)]
     assert features.linear_probe_accuracy(by_class, layouts) == 1.0
     assert features.linear_probe_accuracy(by_colour, layouts) < 0.4  # chance is 0.25
+
+
+def test_capture_leaves_unet_outputs_unchanged(tiny_config):
+    import jax
+    import jax.numpy as jnp
+
+    from gcd_jax.models.unet import build_unet, input_specs
+
+    unet = build_unet(tiny_config)
+    specs = input_specs(unet, 2, tuple(tiny_config.data.image_size), 4, tiny_config.text.embed_dim)
+    key = jax.random.PRNGKey(0)
+    args = {}
+    for i, (k, s) in enumerate(specs.items()):
+        if s is None:
+            args[k] = None
+        elif s.dtype == jnp.bool_:
+            args[k] = jnp.ones(s.shape, bool) if k == "text_mask" else jnp.zeros(s.shape, bool)
+        elif s.dtype == jnp.int32:
+            args[k] = jax.random.randint(jax.random.fold_in(key, i), s.shape, 0, unet.num_classes)
+        else:
+            args[k] = jax.random.normal(jax.random.fold_in(key, i), s.shape)
+    params = unet.init(key, **args)["params"]
+    plain = unet.apply({"params": params}, **args)
+    outputs, feats = features.capture_blocks(unet, params, ["mid_attn", "up0_upsample"], **args)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(outputs), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert set(feats) == {"mid_attn", "up0_upsample"}
+    assert feats["up0_upsample"].shape[:3] == (2,) + tuple(tiny_config.data.image_size)
+    with pytest.raises(InputError, match="unknown U-Net block"):
+        features.capture_blocks(unet, params, ["up9_nowhere"], **args)

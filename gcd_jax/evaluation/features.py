@@ -91,3 +91,36 @@ def linear_probe_accuracy(features: np.ndarray, layouts: np.ndarray, seed: int =
     probe = LogisticRegression(max_iter=500, random_state=seed)
     probe.fit((x_train - mean) / std, y_train)
     return float(probe.score((x_test - mean) / std, y_test))
+
+
+def capture_blocks(unet, params, blocks, x_t, y_t, logsnr, text, text_mask, drop_text):
+    """Run the U-Net once and return (outputs, {block: features [B, h, w, C] float32}).
+
+    ``blocks`` are top-level submodule names of JointUNet (e.g. 'mid_attn', 'up0_upsample'); Flax's
+    capture_intermediates records their ``__call__`` outputs without touching the parameters or the
+    train step (which never passes ``capture_intermediates``).
+    """
+    import jax.numpy as jnp  # local: the metric half above stays numpy-only
+
+    names = set(blocks)
+
+    def wanted(module, method_name):
+        return method_name == "__call__" and bool(module.path) and module.path[-1] in names
+
+    outputs, state = unet.apply(
+        {"params": params},
+        x_t,
+        y_t,
+        logsnr,
+        text,
+        text_mask,
+        drop_text,
+        capture_intermediates=wanted,
+    )
+    found = {k: v["__call__"][0] for k, v in state.get("intermediates", {}).items() if k in names}
+    missing = names - set(found)
+    if missing:
+        raise InputError(
+            f"unknown U-Net block(s) {sorted(missing)}; expected names such as mid_attn, up0_upsample"
+        )
+    return outputs, {k: jnp.asarray(v, jnp.float32) for k, v in found.items()}
