@@ -1,5 +1,9 @@
 """Clustering metrics on toy feature maps whose content is known (issue 30)."""
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -53,15 +57,18 @@ def test_linear_probe_separates_class_features_not_colour():
     assert features.linear_probe_accuracy(by_colour, layouts) < 0.4  # chance is 0.25
 
 
-def test_capture_leaves_unet_outputs_unchanged(tiny_config):
-    import jax
-    import jax.numpy as jnp
+def _small_config(tiny_config):
+    """The tiny U-Net at 16x16, with a short text: what capture needs, compiled in seconds."""
+    tiny_config.data.image_size = (16, 16)
+    tiny_config.model.dim = 16
+    tiny_config.text.max_length = 8
+    return tiny_config
 
-    from gcd_jax.models.unet import build_unet, input_specs
 
-    unet = build_unet(tiny_config)
-    specs = input_specs(unet, 2, tuple(tiny_config.data.image_size), 4, tiny_config.text.embed_dim)
-    key = jax.random.PRNGKey(0)
+def _unet_inputs(unet, config, key):
+    from gcd_jax.models.unet import input_specs
+
+    specs = input_specs(unet, 2, tuple(config.data.image_size), 4, config.text.embed_dim)
     args = {}
     for i, (k, s) in enumerate(specs.items()):
         if s is None:
@@ -72,12 +79,72 @@ def test_capture_leaves_unet_outputs_unchanged(tiny_config):
             args[k] = jax.random.randint(jax.random.fold_in(key, i), s.shape, 0, unet.num_classes)
         else:
             args[k] = jax.random.normal(jax.random.fold_in(key, i), s.shape)
-    params = unet.init(key, **args)["params"]
-    plain = unet.apply({"params": params}, **args)
-    outputs, feats = features.capture_blocks(unet, params, ["mid_attn", "up0_upsample"], **args)
+    return args
+
+
+def test_capture_leaves_unet_outputs_unchanged(tiny_config):
+    from gcd_jax.models.unet import build_unet
+
+    config = _small_config(tiny_config)
+    unet = build_unet(config)
+    key = jax.random.PRNGKey(0)
+    args = _unet_inputs(unet, config, key)
+    rng = np.random.default_rng(0)  # random parameters (not init's zero heads), no init compile
+    shapes = jax.eval_shape(unet.init, key, **args)["params"]
+    params = jax.tree.map(lambda s: rng.normal(0, 0.1, s.shape).astype(s.dtype), shapes)
+    plain = jax.jit(unet.apply)({"params": params}, **args)
+    blocks = ("mid_block2", "up0_upsample")
+    capture = jax.jit(features.capture_blocks, static_argnums=(0, 2))
+    outputs, feats = capture(unet, params, blocks, *args.values())
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(plain))
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(outputs), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert set(feats) == {"mid_attn", "up0_upsample"}
-    assert feats["up0_upsample"].shape[:3] == (2,) + tuple(tiny_config.data.image_size)
-    with pytest.raises(InputError, match="unknown U-Net block"):
+    assert set(feats) == set(blocks)
+    assert feats["up0_upsample"].shape[:3] == (2, 16, 16)
+    assert feats["mid_block2"].shape[:3] == (2, 2, 2)
+    assert "mid_attn" not in features.block_names(params)  # its output is tokens, not a map
+    assert set(features.default_blocks(3)) <= set(features.block_names(params))
+    with pytest.raises(InputError, match=r"unknown U-Net block\(s\) \['up9_nowhere'\]"):
         features.capture_blocks(unet, params, ["up9_nowhere"], **args)
+
+
+def test_capture_leaves_the_train_step_program_unchanged(tiny_config):
+    """The train step's lowered program (StableHLO text) is the same before and after
+    ``capture_blocks`` traced the same U-Net: capturing is a per-call option of ``apply``, not
+    a change to the module or its parameters."""
+    from gcd_jax.diffusion import joint
+    from gcd_jax.models.networks import build_networks
+    from gcd_jax.training import train_state, train_step
+
+    config = _small_config(tiny_config)
+    nets = build_networks(config)
+    optimizer = train_state.make_optimizer(config.optim)
+    state = train_state.abstract_state(nets, optimizer)
+    b, (h, w), length = 2, config.data.image_size, config.text.max_length
+    batch = {
+        "image": jax.ShapeDtypeStruct((b, h, w, 3), np.float32),
+        "label": jax.ShapeDtypeStruct((b, h, w), np.int32),
+        "tokens": jax.ShapeDtypeStruct((b, length), np.int32),
+        "mask": jax.ShapeDtypeStruct((b, length), bool),
+        "has_text": jax.ShapeDtypeStruct((b,), bool),
+    }
+    step = functools.partial(
+        train_step.train_step,
+        nets=nets,
+        process=joint.Process.from_config(config),
+        optimizer=optimizer,
+        config=config,
+    )
+
+    def lowered() -> str:
+        return jax.jit(step).lower(state, batch, {}).as_text()
+
+    before = lowered()
+    args = _unet_inputs(nets.unet, config, jax.random.PRNGKey(0))
+
+    def capture(params):
+        return features.capture_blocks(nets.unet, params, ["up0_upsample"], *args.values())[1]
+
+    found = jax.eval_shape(capture, state.params["unet"])
+    assert found["up0_upsample"].shape == (b, h, w, config.model.dim)
+    assert lowered() == before

@@ -4,17 +4,20 @@ Library half only: given per-pixel features of one image and its ground-truth la
 with scikit-learn's KMeans (maintained, k-means++ init, several restarts: no reason to hand-roll it) and
 score the clusters against the layout with scikit-learn's NMI / ARI and a Hungarian-matched mIoU
 (scipy.optimize.linear_sum_assignment). A linear probe (per-pixel logistic regression) gives the
-"features know the class" number. The feature capture from the U-Net and the run.py driver are not
-written yet.
+"features know the class" number. ``capture_blocks`` reads the features of named U-Net blocks with
+Flax's ``capture_intermediates``; ``gcd_jax.evaluation.analysis`` composes these for
+``--mode analyze``.
 """
 
 import dataclasses
+import re
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from threadpoolctl import threadpool_limits
 
 from gcd_jax.errors import InputError
 
@@ -33,7 +36,10 @@ def kmeans_labels(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     h, w, c = features.shape
     x = features.reshape(h * w, c).astype(np.float64)
     k = min(k, len(np.unique(x, axis=0)))  # KMeans cannot find more clusters than distinct points
-    return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(x).reshape(h, w)
+    # One thread: next to JAX's threads, scikit-learn's OpenMP pool of one per core spun for
+    # ~80x longer (2.6 s instead of 32 ms for 1024 pixels, 8 clusters on a busy 2-core CPU).
+    with threadpool_limits(limits=1):
+        return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(x).reshape(h, w)
 
 
 def hungarian_match(clusters: np.ndarray, layout: np.ndarray, num_classes: int) -> np.ndarray:
@@ -60,13 +66,8 @@ def matched_miou(clusters: np.ndarray, layout: np.ndarray, num_classes: int) -> 
     return float(np.mean(ious))
 
 
-def cluster_scores(
-    features: np.ndarray, layout: np.ndarray, k: int, num_classes: int
-) -> ClusterScores:
-    """k-means on one image's features [H, W, C] scored against its layout [H, W] int in [0, num_classes)."""
-    if features.shape[:2] != layout.shape:
-        raise InputError(f"features {features.shape[:2]} and layout {layout.shape} differ in size")
-    clusters = kmeans_labels(features, k)
+def score_clusters(clusters: np.ndarray, layout: np.ndarray, num_classes: int) -> ClusterScores:
+    """NMI, ARI and Hungarian-matched mIoU of a cluster map [H, W] against a layout [H, W]."""
     a, b = layout.ravel(), clusters.ravel()
     return ClusterScores(
         nmi=float(normalized_mutual_info_score(a, b)),
@@ -75,10 +76,21 @@ def cluster_scores(
     )
 
 
+def cluster_scores(
+    features: np.ndarray, layout: np.ndarray, k: int, num_classes: int, seed: int = 0
+) -> ClusterScores:
+    """k-means on one image's features [H, W, C] scored against its layout [H, W] int in [0, num_classes)."""
+    if features.shape[:2] != layout.shape:
+        raise InputError(f"features {features.shape[:2]} and layout {layout.shape} differ in size")
+    return score_clusters(kmeans_labels(features, k, seed), layout, num_classes)
+
+
 def linear_probe_accuracy(features: np.ndarray, layouts: np.ndarray, seed: int = 0) -> float:
     """Per-pixel logistic regression trained on the first half of the images, accuracy on the rest.
 
-    features: [N, H, W, C]; layouts: [N, H, W] int. N >= 2.
+    features: [N, ..., C] (e.g. [N, H, W, C], or [N, P, C] for P pixels drawn per image); layouts:
+    [N, ...] int. N >= 2. A first half holding one class only is predicted by that class
+    (LogisticRegression needs two).
     """
     n = features.shape[0]
     if n < 2:
@@ -87,22 +99,72 @@ def linear_probe_accuracy(features: np.ndarray, layouts: np.ndarray, seed: int =
     c = features.shape[-1]
     x_train, y_train = features[:half].reshape(-1, c), layouts[:half].ravel()
     x_test, y_test = features[half:].reshape(-1, c), layouts[half:].ravel()
+    if len(np.unique(y_train)) == 1:
+        return float(np.mean(y_test == y_train[0]))
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     probe = LogisticRegression(max_iter=500, random_state=seed)
-    probe.fit((x_train - mean) / std, y_train)
-    return float(probe.score((x_test - mean) / std, y_test))
+    with threadpool_limits(limits=1):  # see kmeans_labels
+        probe.fit((x_train - mean) / std, y_train)
+        return float(probe.score((x_test - mean) / std, y_test))
 
 
-def capture_blocks(unet, params, blocks, x_t, y_t, logsnr, text, text_mask, drop_text):
+# Top-level JointUNet blocks whose output is a feature map [B, h, w, C] (not the heads, the text
+# or time modules, nor mid_attn, whose output is [B, h*w, C] tokens, nor nn.scan'd levels), with
+# their place in the network: (stage, level, position in the level).
+_SPATIAL_BLOCK = re.compile(
+    r"(?P<stem>init_conv|init_resnet_block)|mid_block(?P<mid>\d+)|(?P<final>final_res_block)"
+    r"|(?P<path>down|up)(?P<level>\d+)_(?P<part>downsample|upsample|init_block|block\d+|attn)"
+)
+_PART_ORDER = {"downsample": -1, "init_block": 0, "attn": 1_000, "upsample": 1_001}
+
+
+def _network_order(match: re.Match) -> tuple[int, int, int]:
+    if match["stem"]:
+        return (0, 0, int(match["stem"] == "init_resnet_block"))
+    if match["mid"]:
+        return (2, int(match["mid"]), 0)
+    if match["final"]:
+        return (4, 0, 0)
+    part = match["part"]
+    position = _PART_ORDER[part] if part in _PART_ORDER else 1 + int(part[len("block") :])
+    if match["path"] == "down":
+        return (1, int(match["level"]), position)
+    return (3, -int(match["level"]), position)
+
+
+def block_names(params) -> list[str]:
+    """The block names ``capture_blocks`` accepts for a U-Net with parameters ``params`` (its
+    top-level submodules whose output is a feature map), in network order, input to output."""
+    found = {name: _SPATIAL_BLOCK.fullmatch(name) for name in params}
+    return sorted((n for n, m in found.items() if m), key=lambda n: _network_order(found[n]))
+
+
+def default_blocks(num_levels: int) -> tuple[str, ...]:
+    """The middle (output of the last middle block) and each decoder level (its upsampling
+    layer's output), coarse to fine: ``('mid_block2', 'up{L-1}_upsample', ..., 'up0_upsample')``."""
+    return ("mid_block2",) + tuple(f"up{level}_upsample" for level in reversed(range(num_levels)))
+
+
+def capture_blocks(unet, params, blocks, x_t, y_t, logsnr, text, text_mask, drop_text, **lowres):
     """Run the U-Net once and return (outputs, {block: features [B, h, w, C] float32}).
 
-    ``blocks`` are top-level submodule names of JointUNet (e.g. 'mid_attn', 'up0_upsample'); Flax's
-    capture_intermediates records their ``__call__`` outputs without touching the parameters or the
-    train step (which never passes ``capture_intermediates``).
+    ``params``: the U-Net's parameters (``params['unet']`` of the trainable tree); the inputs are
+    ``JointUNet.__call__``'s (``lowres``: an SR U-Net's ``lowres_image``, ``lowres_label``,
+    ``lowres_logsnr``). ``blocks`` are names of ``block_names(params)`` (e.g. 'mid_block2',
+    'up0_upsample'); Flax's capture_intermediates records their ``__call__`` outputs without
+    touching the parameters or the train step (which never passes ``capture_intermediates``).
+    An unknown name is an InputError listing the valid ones.
     """
     import jax.numpy as jnp  # local: the metric half above stays numpy-only
 
     names = set(blocks)
+    valid = block_names(params)
+    unknown = sorted(names - set(valid))
+    if unknown:
+        raise InputError(
+            f"unknown U-Net block(s) {unknown} (analysis.blocks); this U-Net has: "
+            + ", ".join(valid)
+        )
 
     def wanted(module, method_name):
         return method_name == "__call__" and bool(module.path) and module.path[-1] in names
@@ -115,12 +177,8 @@ def capture_blocks(unet, params, blocks, x_t, y_t, logsnr, text, text_mask, drop
         text,
         text_mask,
         drop_text,
+        **lowres,
         capture_intermediates=wanted,
     )
-    found = {k: v["__call__"][0] for k, v in state.get("intermediates", {}).items() if k in names}
-    missing = names - set(found)
-    if missing:
-        raise InputError(
-            f"unknown U-Net block(s) {sorted(missing)}; expected names such as mid_attn, up0_upsample"
-        )
+    found = {k: v["__call__"][0] for k, v in state["intermediates"].items() if k in names}
     return outputs, {k: jnp.asarray(v, jnp.float32) for k, v in found.items()}
