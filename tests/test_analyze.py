@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from benchmarks import analysis as bench
 from gcd_jax.cli import analyze
 from gcd_jax.evaluation import analysis
 from gcd_jax.inference.model import from_state
@@ -74,3 +75,46 @@ def test_analysis_of_an_image_only_model(trained_demo):
     for row in result["rows"]:
         assert row["probe_accuracy"] is None and set(row) >= {"present"}
         assert 0.0 <= row["present"]["nmi"][0] <= 1.0
+
+
+def fake_report(nmi: float, probe: float) -> dict:
+    cell = {"nmi": (nmi, 0.1), "ari": (nmi / 2, 0.1), "miou": (nmi / 3, 0.1)}
+    rows = [
+        {"block": b, "t": 0.3, "condition": c, "probe_accuracy": probe, "classes": cell}
+        for b in ("mid_block2", "up0_upsample")
+        for c in ("cond", "null")
+    ]
+    return {"checkpoint_step": 4, "blocks": ["mid_block2", "up0_upsample"], "rows": rows}
+
+
+def test_benchmark_table_compares_joint_and_image_only_over_seeds():
+    results = [
+        {"joint": joint, "caption_fraction": 0.25, "seed": seed, "report": fake_report(nmi, 0.5)}
+        for joint, nmis in ((True, (0.6, 0.8)), (False, (0.2, 0.2)))
+        for seed, nmi in enumerate(nmis)
+    ]
+    text = bench.table(results)
+    assert "### captions 0.25 (seeds: joint [0, 1], image-only [0, 1])" in text
+    # joint NMI 0.7 ± 0.141 (sample std), image-only 0.2 ± 0; Δ 0.5 > 0.141: starred.
+    row = "| mid_block2 | 0.3 | 0.700 ± 0.141 | 0.200 ± 0.000 | 0.350 ± 0.071 |"
+    assert row in text and text.count("| +0.500* |") == 2
+
+
+def test_benchmark_on_the_tiny_checkpoint(trained_demo, tmp_path):
+    """``benchmarks/analysis.py`` over a runs folder holding the tiny run: its report goes to
+    ``{out}/{run}``, not into the run, and the combined table is written."""
+    _, workdir = trained_demo
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "joint_c1_s0").symlink_to(workdir)
+    out = tmp_path / "out"
+    argv = ["--runs", str(tmp_path / "runs"), "--out", str(out), "--num_images", "4"]
+    argv += ["--times", "0.3", "--blocks", "mid_block2,up0_upsample"]
+    args = bench.parse(argv + ["--conditions", "cond", "--k", "classes"])
+    before = sorted(p.name for p in pathlib.Path(workdir).iterdir())
+    results = bench.analyze_runs(args.runs, args.out, args.step, bench.overrides_of(args))
+    text = bench.write(results, args.out)
+    assert sorted(p.name for p in pathlib.Path(workdir).iterdir()) == before
+    assert (out / "joint_c1_s0" / "figure.png").exists()
+    assert "| up0_upsample | 0.3 |" in text and (out / "analysis.md").read_text() == text
+    summary = json.loads((out / "analysis.json").read_text())
+    assert summary[0]["name"] == "joint_c1_s0" and summary[0]["step"] == 4

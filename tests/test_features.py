@@ -58,9 +58,11 @@ def test_linear_probe_separates_class_features_not_colour():
 
 
 def _small_config(tiny_config):
-    """The tiny U-Net at 16x16, with a short text: what capture needs, compiled in seconds."""
+    """The tiny U-Net with two levels at 16x16 and a short text: compiled in seconds."""
     tiny_config.data.image_size = (16, 16)
-    tiny_config.model.dim = 16
+    m = tiny_config.model
+    m.dim, m.dim_mults, m.num_res_blocks = 16, (1, 2), (1, 1)
+    m.attn_levels = m.cross_attn_levels = (False, True)
     tiny_config.text.max_length = 8
     return tiny_config
 
@@ -101,9 +103,9 @@ def test_capture_leaves_unet_outputs_unchanged(tiny_config):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert set(feats) == set(blocks)
     assert feats["up0_upsample"].shape[:3] == (2, 16, 16)
-    assert feats["mid_block2"].shape[:3] == (2, 2, 2)
+    assert feats["mid_block2"].shape[:3] == (2, 4, 4)
     assert "mid_attn" not in features.block_names(params)  # its output is tokens, not a map
-    assert set(features.default_blocks(3)) <= set(features.block_names(params))
+    assert set(features.default_blocks(2)) <= set(features.block_names(params))
     with pytest.raises(InputError, match=r"unknown U-Net block\(s\) \['up9_nowhere'\]"):
         features.capture_blocks(unet, params, ["up9_nowhere"], **args)
 
