@@ -97,22 +97,27 @@ def run_values(report: dict) -> dict[tuple[str, float], dict[str, float | None]]
     return values
 
 
-def mean_std(values: list) -> tuple[float, float] | None:
+def mean_std(values: list) -> tuple[float, float | None] | None:
+    """(mean, sample std; None for one value) of the finite values; None when there are none."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return None
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def _text(cell: tuple[float, float] | None) -> str:
-    return "—" if cell is None else f"{cell[0]:.3f} ± {cell[1]:.3f}"
+def _text(cell: tuple[float, float | None] | None) -> str:
+    if cell is None:
+        return "—"
+    return f"{cell[0]:.3f}" if cell[1] is None else f"{cell[0]:.3f} ± {cell[1]:.3f}"
 
 
 def _delta(joint: tuple | None, image_only: tuple | None) -> str:
+    """joint − image-only, starred beyond the sum of the seed stds (two seeds or more each)."""
     if joint is None or image_only is None:
         return "—"
     delta = joint[0] - image_only[0]
-    return f"{delta:+.3f}" + ("*" if abs(delta) > joint[1] + image_only[1] else "")
+    spread = None if None in (joint[1], image_only[1]) else joint[1] + image_only[1]
+    return f"{delta:+.3f}" + ("*" if spread is not None and abs(delta) > spread else "")
 
 
 def table(results: list[dict]) -> str:
@@ -122,6 +127,13 @@ def table(results: list[dict]) -> str:
         "count; each run's mean over its images, then mean ± std over seeds. Δ NMI = joint − "
         "image-only, * where it exceeds the sum of the two seed stds.",
     ]
+    baselines = {r["report"].get("probe_majority_baseline") for r in results} - {None}
+    if baselines:
+        lines[0] += (
+            " Probe floor (most frequent class): "
+            + ", ".join(f"{b:.3f}" for b in sorted(baselines))
+            + "."
+        )
     for fraction in sorted({r["caption_fraction"] for r in results}):
         group = {
             joint: [r for r in results if r["caption_fraction"] == fraction and r["joint"] == joint]
@@ -154,6 +166,8 @@ def table(results: list[dict]) -> str:
 
 def analyze_runs(runs: str, out: str, step: int | None, overrides: dict) -> list[dict]:
     """``analyze_run`` of each run folder of ``runs`` (those holding ``checkpoints/``), sorted."""
+    if not os.path.isdir(runs):
+        raise SystemExit(f"--runs {runs} is not a folder.")
     names = sorted(
         name for name in os.listdir(runs) if os.path.isdir(os.path.join(runs, name, "checkpoints"))
     )

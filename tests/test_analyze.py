@@ -48,6 +48,7 @@ def test_analyze_mode_end_to_end(trained_demo):
     assert report["checkpoint_step"] == 4 and report["joint"] and report["num_images"] == 4
     settings = analysis.Settings.from_config(config)
     check_rows(report["rows"], settings)
+    assert 0.0 < report["probe_majority_baseline"] < 1.0
     assert {(r["block"], r["condition"]) for r in report["rows"]} == {
         (b, c) for b in settings.blocks for c in ("cond", "null")
     }

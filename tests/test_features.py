@@ -55,6 +55,7 @@ def test_linear_probe_separates_class_features_not_colour():
     by_colour = np.eye(NUM_CLASSES)[rng.integers(0, NUM_CLASSES, layouts.shape)]
     assert features.linear_probe_accuracy(by_class, layouts) == 1.0
     assert features.linear_probe_accuracy(by_colour, layouts) < 0.4  # chance is 0.25
+    assert features.majority_baseline(layouts) == 0.25  # one class of four equal quadrants
 
 
 def _small_config(tiny_config):

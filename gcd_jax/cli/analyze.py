@@ -54,6 +54,7 @@ def build_report(config, step: int, settings: analysis.Settings, result: dict) -
         "probe": settings.probe,
         "seed": settings.seed,
         "kmeans": "sklearn.cluster.KMeans, k-means++ initialisation, 4 restarts",
+        "probe_majority_baseline": result["probe_baseline"],
         "rows": result["rows"],
     }
 
@@ -73,6 +74,11 @@ def markdown_table(report: dict) -> str:
         f"{report['seed']}. Mean ± std over images; probe: per-pixel logistic regression trained "
         "on the first half of the images, accuracy on the other half.",
     ]
+    if report["probe_majority_baseline"] is not None:
+        lines[-1] += (
+            " The probe's floor, the training half's most frequent class predicted everywhere: "
+            f"{report['probe_majority_baseline']:.3f}."
+        )
     k_names = {"classes": "K = class count", "present": "K = classes present in the image"}
     for k in report["k"]:
         lines += [

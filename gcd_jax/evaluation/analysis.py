@@ -204,8 +204,9 @@ def analyze(model: Model, examples: dict, settings: Settings) -> dict:
     ``[N, H, W, 3]``, ``label`` ``[N, H, W]``, ``captions``).
 
     Returns:
-      ``{'rows': [{block, t, condition, probe_accuracy, k: {score: (mean, std)}}], 'maps':
-      {(block, t, condition, k): matched cluster maps [F, H, W]}}``. Raises InputError for a
+      ``{'rows': [{block, t, condition, probe_accuracy, k: {score: (mean, std)}}],
+      'probe_baseline': features.majority_baseline of the layouts (None without the probe),
+      'maps': {(block, t, condition, k): matched cluster maps [F, H, W]}}``. Raises InputError for a
       block the U-Net does not have (listing those it has).
     """
     valid = features.block_names(model.params["unet"])
@@ -236,7 +237,8 @@ def analyze(model: Model, examples: dict, settings: Settings) -> dict:
                     }
                     maps[(block, t, condition, k_name)] = block_maps[k_name]
                 rows.append(row)
-    return {"rows": rows, "maps": maps}
+    baseline = features.majority_baseline(examples["label"]) if settings.probe else None
+    return {"rows": rows, "probe_baseline": baseline, "maps": maps}
 
 
 def figure(

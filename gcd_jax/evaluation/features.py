@@ -108,6 +108,14 @@ def linear_probe_accuracy(features: np.ndarray, layouts: np.ndarray, seed: int =
         return float(probe.score((x_test - mean) / std, y_test))
 
 
+def majority_baseline(layouts: np.ndarray) -> float:
+    """The probe's floor: accuracy on the second half of ``layouts`` [N, ...] of the first half's
+    most frequent class (a probe that learnt nothing; background-heavy layouts set it high)."""
+    half = layouts.shape[0] // 2
+    majority = np.bincount(layouts[:half].ravel()).argmax()
+    return float(np.mean(layouts[half:] == majority))
+
+
 # Top-level JointUNet blocks whose output is a feature map [B, h, w, C] (not the heads, the text
 # or time modules, nor mid_attn, whose output is [B, h*w, C] tokens, nor nn.scan'd levels), with
 # their place in the network: (stage, level, position in the level).
