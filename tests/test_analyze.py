@@ -59,12 +59,13 @@ def test_analyze_mode_end_to_end(trained_demo):
     assert figure.shape[1] == 4 * 96 + 5 * 2 and figure.shape[0] > 2 * 96
 
 
-def test_analysis_of_an_image_only_model(trained_demo):
-    """The image-only U-Net (``model.joint=False``: no layout input) through the same code, on
+def test_analysis_of_an_image_only_sr_model(trained_demo):
+    """An image-only (``model.joint=False``: no layout input) super-resolution U-Net (its
+    low-res condition made from the held-out images) through the same code, on random
     parameters in memory; one condition, one K, no probe."""
     config, _ = trained_demo
     config = small_analysis(config, conditions=("null",), k=("present",), probe=False)
-    config.model.joint = False
+    config.model.joint, config.model.sr, config.model.lowres_size = False, True, (16, 16)
     nets = build_networks(config)
     rng = np.random.default_rng(0)  # random parameters: no init to compile
     shapes = jax.eval_shape(nets.init, jax.random.key(0))
