@@ -2,6 +2,7 @@
 
     python run.py --config experiments/demo.py --workdir /tmp/demo            # train (default)
     python run.py --mode serve --config experiments/demo.py --workdir /tmp/demo    # a local page
+    python run.py --mode analyze --config experiments/demo.py --workdir /tmp/demo  # feature clusters
     python run.py --config experiments/cityscapes.py --workdir gs://bucket/run \
         --config.train.global_batch_size=64 --multihost                        # a TPU pod slice
 
@@ -24,7 +25,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from gcd_jax import errors  # noqa: E402
-from gcd_jax.cli import evaluate, sample, serve, train  # noqa: E402
+from gcd_jax.cli import analyze, evaluate, sample, serve, train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/demo.py.", lock_config=True
@@ -33,7 +34,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and samples g
 _MODE = flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "sample", "outpaint", "evaluate", "serve"],
+    ["train", "sample", "outpaint", "evaluate", "analyze", "serve"],
     "What to do with the config and workdir.",
 )
 _PROMPTS = flags.DEFINE_string(
@@ -41,7 +42,7 @@ _PROMPTS = flags.DEFINE_string(
 )
 _SEED = flags.DEFINE_integer("seed", 0, "sample/outpaint/evaluate: random seed.")
 _STEP = flags.DEFINE_integer(
-    "step", None, "sample/outpaint/evaluate/serve: checkpoint step (default: latest)."
+    "step", None, "sample/outpaint/evaluate/analyze/serve: checkpoint step (default: latest)."
 )
 _MULTIHOST = flags.DEFINE_bool(
     "multihost",
@@ -89,6 +90,7 @@ MODES = {
     "evaluate": lambda config, workdir: evaluate.evaluate_main(
         config, workdir, _SEED.value, _STEP.value
     ),
+    "analyze": lambda config, workdir: analyze.analyze_main(config, workdir, _STEP.value),
     "serve": lambda config, workdir: serve.serve_main(
         config, workdir, _SR_WORKDIR.value, _PORT.value, _STEP.value
     ),

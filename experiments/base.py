@@ -258,6 +258,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # thumbnail + 4x4x4 RGB histogram, a weight-free FID proxy (Inception: pass a callable).
     e.features = "colour_pixels"
 
+    # ---------------------------------------------------------------- analysis (--mode analyze)
+    # Clusters of the U-Net's block features vs the layouts of held-out images (the paper's
+    # representation analysis; gcd_jax/evaluation/analysis.py).
+    c.analysis = a = ml_collections.ConfigDict()
+    a.num_images = 16  # N held-out images (the first N of the eval split), layouts as ground truth.
+    a.times = (0.1, 0.3, 0.5)  # Times t in [0, 1) each image (and layout) is noised to.
+    # Blocks whose outputs are clustered (evaluation.features.block_names lists a U-Net's); () =
+    # the middle and each decoder level: 'mid_block2', 'up{L-1}_upsample', ..., 'up0_upsample'.
+    a.blocks = ()
+    # Text input of the U-Net: 'cond' = the image's caption, 'null' = the learned null text.
+    a.conditions = ("cond", "null")
+    # k-means K per image: 'classes' = data.num_classes, 'present' = the classes in its layout.
+    a.k = ("classes", "present")
+    a.probe = True  # Linear probe: per-pixel logistic regression on half the images.
+    # Pixels of each half of the images the probe uses (drawn per image, seeded); 0 = all.
+    a.probe_max_pixels = 65536
+    a.upsample = "bilinear"  # Block features to the image size: 'bilinear' | 'nearest'.
+    a.batch_size = 8  # Images per U-Net call.
+    a.figure_images = 4  # Images (rows) of figure.png.
+    a.seed = 0  # Noise draws, k-means initialisation and the probe's pixel draw.
+
     if "tiny" in variant:
         m.dim = 32
         m.dim_mults = (1, 2, 4)

@@ -12,6 +12,7 @@ import re
 import zipfile
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from absl import flags
@@ -22,7 +23,7 @@ from PIL import Image
 
 from experiments import base
 from gcd_jax import errors, sharding
-from gcd_jax.cli import sample
+from gcd_jax.cli import analyze, sample
 from gcd_jax.convert import authors as convert
 from gcd_jax.data import builder_lib, cityscapes, classes, pipeline, sources
 from gcd_jax.diffusion import joint, sampling
@@ -260,6 +261,32 @@ def _(request, tmp_path):
 def _(request, tmp_path):
     config, workdir = request.getfixturevalue("trained_demo")
     return raised(load, config, workdir, 3)
+
+
+def analysis_config(config, **fields):
+    config = ml_collections.ConfigDict(config.to_dict())
+    for key, value in fields.items():
+        setattr(config.analysis, key, value)
+    return config
+
+
+@case("analyze-unknown-block")
+def _(request, tmp_path):
+    config, workdir = request.getfixturevalue("trained_demo")
+    config = analysis_config(config, blocks=("up9_nowhere",), num_images=2)
+    return raised(analyze.analyze_main, config, workdir)
+
+
+@case("analyze-step-missing")
+def _(request, tmp_path):
+    config, workdir = request.getfixturevalue("trained_demo")
+    return raised(analyze.analyze_main, analysis_config(config, num_images=2), workdir, 3)
+
+
+@case("analyze-too-many-images")
+def _(request, tmp_path):
+    config, workdir = request.getfixturevalue("trained_demo")
+    return raised(analyze.analyze_main, analysis_config(config, num_images=1000), workdir)
 
 
 @case("checkpoint-incompatible")
