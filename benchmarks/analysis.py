@@ -20,15 +20,14 @@ of the two seed stds. ``{out}/analysis.json`` holds the per-run numbers.
 
 import argparse
 import json
-import math
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import ml_collections  # noqa: E402
 
+from benchmarks.correspondence import stat, stat_text  # noqa: E402
 from experiments import base  # noqa: E402
 from gcd_jax.cli import analyze, runtime  # noqa: E402
 from gcd_jax.training import checkpoint  # noqa: E402
@@ -97,20 +96,6 @@ def run_values(report: dict) -> dict[tuple[str, float], dict[str, float | None]]
     return values
 
 
-def mean_std(values: list) -> tuple[float, float | None] | None:
-    """(mean, sample std; None for one value) of the finite values; None when there are none."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return None
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def _text(cell: tuple[float, float | None] | None) -> str:
-    if cell is None:
-        return "—"
-    return f"{cell[0]:.3f}" if cell[1] is None else f"{cell[0]:.3f} ± {cell[1]:.3f}"
-
-
 def _delta(joint: tuple | None, image_only: tuple | None) -> str:
     """joint − image-only, starred beyond the sum of the seed stds (two seeds or more each)."""
     if joint is None or image_only is None:
@@ -154,11 +139,11 @@ def table(results: list[dict]) -> str:
         order = {b: i for r in results for i, b in enumerate(r["report"]["blocks"])}
         for block, t in sorted(keys, key=lambda key: (order[key[0]], key[1])):
             cells = {
-                (name, j): mean_std([v[(block, t)][name] for v in per_run[j] if (block, t) in v])
+                (name, j): stat([v[(block, t)][name] for v in per_run[j] if (block, t) in v])
                 for name, _ in METRICS
                 for j in MODELS
             }
-            row = [_text(cells[(name, j)]) for name, _ in METRICS for j in MODELS]
+            row = [stat_text(cells[(name, j)]) for name, _ in METRICS for j in MODELS]
             delta = _delta(cells[("nmi", True)], cells[("nmi", False)])
             lines.append(f"| {block} | {t:g} | " + " | ".join(row) + f" | {delta} |")
     return "\n".join(lines) + "\n"

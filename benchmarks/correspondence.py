@@ -52,13 +52,23 @@ def specs(seeds: list[int], fractions: list[float], models=tuple(MODELS)) -> lis
     return out
 
 
-def mean_std(values: list) -> str:
+def stat(values: list) -> tuple[float, float | None] | None:
+    """(mean, sample std; None for one value) of the finite values; None when there are none."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
+        return None
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def stat_text(cell: tuple[float, float | None] | None) -> str:
+    """``stat``'s result as a table cell: '—', '0.123' or '0.123 ± 0.045'."""
+    if cell is None:
         return "—"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+    return f"{cell[0]:.3f}" if cell[1] is None else f"{cell[0]:.3f} ± {cell[1]:.3f}"
+
+
+def mean_std(values: list) -> str:
+    return stat_text(stat(values))
 
 
 def table(results: list[dict], fractions: list[float], args) -> str:

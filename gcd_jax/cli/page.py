@@ -15,13 +15,11 @@ import dataclasses
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from gcd_jax import sharding, viz
 from gcd_jax.data import classes
-from gcd_jax.diffusion import joint
 from gcd_jax.errors import InputError
 from gcd_jax.inference import cascade as cascade_lib
 from gcd_jax.inference import files, generation
@@ -244,8 +242,8 @@ class Page:
         sr = self.sr.with_steps(steps)
         sr_size = tuple(sr.config.data.image_size)
         if label is not None:  # painted at the base size: the SR stage keeps it, upsampled
-            up = lambda a: np.asarray(joint.resize_nearest(jnp.asarray(a), sr_size))
-            label, label_mask = up(label), up(label_mask)
+            label = cascade_lib.resize_nearest(label, sr_size)
+            label_mask = cascade_lib.resize_nearest(label_mask, sr_size)
         if not image_known:
             image, image_mask = (
                 np.zeros((1, *sr_size, 3), np.float32),

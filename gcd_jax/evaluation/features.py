@@ -20,6 +20,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from threadpoolctl import threadpool_limits
 
 from gcd_jax.errors import InputError
+from gcd_jax.evaluation import metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +49,7 @@ def hungarian_match(clusters: np.ndarray, layout: np.ndarray, num_classes: int) 
     overlap = np.zeros((k, num_classes), np.int64)
     np.add.at(overlap, (clusters.ravel(), layout.ravel()), 1)
     rows, cols = linear_sum_assignment(-overlap)
-    mapping = np.full(
-        k, -1, np.int64
-    )  # clusters left unmatched (k > classes) count as wrong everywhere
+    mapping = np.full(k, -1, np.int64)  # clusters left unmatched (k > classes): wrong everywhere
     mapping[rows] = cols
     return mapping[clusters]
 
@@ -58,12 +57,9 @@ def hungarian_match(clusters: np.ndarray, layout: np.ndarray, num_classes: int) 
 def matched_miou(clusters: np.ndarray, layout: np.ndarray, num_classes: int) -> float:
     """Mean IoU over the classes present in the layout, after Hungarian matching of clusters."""
     pred = hungarian_match(clusters, layout, num_classes)
-    ious = []
-    for c in np.unique(layout):
-        inter = np.sum((pred == c) & (layout == c))
-        union = np.sum((pred == c) | (layout == c))
-        ious.append(inter / union)
-    return float(np.mean(ious))
+    pred = np.where(pred < 0, num_classes, pred)  # unmatched: a class of its own, never right
+    confusion = metrics.confusion_matrix(layout, pred, num_classes + 1)
+    return float(np.mean(metrics.iou_from_confusion(confusion)[np.unique(layout)]))
 
 
 def score_clusters(clusters: np.ndarray, layout: np.ndarray, num_classes: int) -> ClusterScores:

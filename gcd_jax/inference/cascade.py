@@ -25,6 +25,12 @@ from gcd_jax.inference.model import Model
 from gcd_jax.interfaces import Guidance, Pair, Progress
 
 
+def resize_nearest(a: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
+    """A host array ``[N, h, w, ...]`` (layout, mask) resized to ``size`` by the reference's
+    nearest rule (``joint.resize_nearest``); None stays None."""
+    return None if a is None else np.asarray(joint.resize_nearest(jnp.asarray(a), size))
+
+
 @dataclasses.dataclass(frozen=True)
 class Known:
     """What is given of the output, at the SR stage's size ``(H, W)``: an image float32
@@ -40,9 +46,7 @@ class Known:
         """The same, at the base stage's size (the SR model's ``model.lowres_size``)."""
         size = tuple(sr_config.model.lowres_size)
         image = generation.lowres_from_data(sr_config, self.image, None)[0]
-        near = lambda a: (
-            None if a is None else np.asarray(joint.resize_nearest(jnp.asarray(a), size))
-        )
+        near = lambda a: resize_nearest(a, size)
         return Known(image, near(self.image_mask), near(self.label), near(self.label_mask))
 
 
