@@ -2,11 +2,12 @@
 runs and reports finite numbers, the Markdown lists every part, and MFU is XLA's FLOPs / (s/step
 x the peak given)."""
 
+import dataclasses
 import json
 import math
 import os
 
-from benchmarks import device_check
+from benchmarks import device_check, device_parts
 
 PEAK = 1e12  # a stub peak FLOP/s: the CPU has none in the table
 
@@ -49,3 +50,14 @@ def test_peak_table():
     assert device_check.peak_flops("TPU v5 lite") == 197e12
     assert device_check.peak_flops("TPU v5p") == 459e12
     assert device_check.peak_flops("cpu") is None
+
+
+def test_batch_search_keeps_the_fitted_plan_under_the_device_memory():
+    """What only an accelerator reaches: XLA's plan 20 GiB at batch 8 and 24 GiB at 16 is
+    0.5 GiB per example; on 80 GiB (92 % usable: 73.6) 32 and 64 fit, 128 (80 GiB) does not."""
+    gib, sizes = 2**30, dataclasses.replace(device_parts.FULL, max_batch=0)
+    plans = {8: 20 * gib, 16: 24 * gib}
+    assert device_parts.batch_candidates(sizes, plans, 80 * gib) == [64, 32]
+    assert device_parts.batch_candidates(sizes, plans, 25 * gib) == []
+    capped = dataclasses.replace(sizes, max_batch=32)
+    assert device_parts.batch_candidates(capped, plans, 80 * gib) == [32]
