@@ -29,15 +29,19 @@ STORED = (256, 512)
 NEEDED = 300.0  # examples/s per host to keep an accelerator busy
 
 
-def write_fake_cityscapes(root: str, count: int, rng: np.random.Generator) -> None:
-    """`count` train and 4 val image/label pairs: layout blocks, photo-like noise on top."""
+def write_fake_cityscapes(
+    root: str, count: int, rng: np.random.Generator, size: tuple[int, int] = STORED
+) -> None:
+    """`count` train and 4 val image/label pairs of `size` (H, W; multiples of (8, 16)): layout
+    blocks, photo-like noise on top."""
     ids = np.array([7, 8, 11, 17, 21, 23, 24, 26], np.uint8)
+    block = np.ones((size[0] // 8, size[1] // 16), np.int64)
     for split, n in (("train", count), ("val", 4)):
         for folder in ("leftImg8bit", "gtFine"):
             os.makedirs(os.path.join(root, folder, split, "city"), exist_ok=True)
         for i in range(n):
             coarse = rng.integers(0, len(ids), (8, 16))
-            label = ids[np.kron(coarse, np.ones((32, 32), np.int64))]
+            label = ids[np.kron(coarse, block)]
             colours = rng.integers(0, 256, (len(ids), 3))
             base = colours[np.searchsorted(ids, label)]
             image = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)

@@ -43,7 +43,14 @@ runtime.install_checkpoint_hooks()
 
 # The files that take minutes (train-step compiles, fixtures that train) go first, so that the
 # two workers, which take whole files in this order (``--no-loadscope-reorder``), end together.
-SLOW_FILES_FIRST = ("test_train.py", "test_unet.py", "test_bad_input.py", "test_sample_cli.py")
+SLOW_FILES_FIRST = (
+    "test_train.py",
+    "test_unet.py",
+    "test_bad_input.py",
+    "test_sample_cli.py",
+    "test_device_check_train.py",
+    "test_device_check.py",
+)
 
 
 def pytest_collection_modifyitems(items):
