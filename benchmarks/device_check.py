@@ -1,7 +1,7 @@
 """One prepared check of an accelerator (GPU or TPU VM), in one process, for a short window.
 
     python -m benchmarks.device_check [--out DIR] [--skip PART,...] [--profile] [--peak FLOPS]
-    python -m benchmarks.device_check --tiny --out /tmp/dc     # every part, tiny, on CPU (< 1 min)
+    python -m benchmarks.device_check --tiny --out /tmp/dc     # every part, tiny, on CPU (minutes)
 
 Parts (each skippable by its name; a failing part records its error and the others still run):
 
