@@ -14,7 +14,7 @@ from its checkpoint).
 
 `--variant NAME[:FIELD=VALUE;FIELD=VALUE...]`: values are Python literals (else strings).
 `--no_tensorflow`: for machines without TensorFlow/TFDS (an accelerator image): the demo scenes
-come from memory (`benchmarks/memory_demo.py`), TensorBoard events are skipped.
+are drawn in memory (`config.data.source='memory'`), TensorBoard events are skipped.
 """
 
 import argparse
@@ -61,6 +61,7 @@ def variant_config(args, overrides: dict) -> ml_collections.ConfigDict:
     config.lock()  # an unknown field is a KeyError, as run.py's locked --config makes it
     config.update_from_flattened_dict(overrides)
     config.data.data_dir = os.path.join(args.out, "tfds")
+    config.data.source = "memory" if args.no_tensorflow else "tfds"
     config.data.num_workers = 2
     config.train.num_steps = args.steps
     # Checkpoints at every evaluated step, and every --ckpt_every steps so that a killed run
@@ -108,10 +109,6 @@ def result_path(args, name: str, step: int, guidance: str) -> str:
 
 def worker(args, name: str, overrides: dict) -> None:
     """Trains one variant (or resumes it) and evaluates every kept checkpoint."""
-    if args.no_tensorflow:
-        from benchmarks import memory_demo
-
-        memory_demo.install()
     import jax
     from absl import logging
 

@@ -43,6 +43,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 256x256 | 128x128 | full; '' = the first of these. The demo (always 32x32) ignores it.
     d.builder_config = ""
     d.data_dir = ""  # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets).
+    # Where examples are read from: 'tfds' (the built TFDS data set) | 'memory' (the demo
+    # scenes drawn in memory: the stored scenes in another order, no TensorFlow needed) | a
+    # name registered with gcd_jax.data.sources.register_source.
+    d.source = "tfds"
     d.manual_dir = ""  # Raw files (Cityscapes zips, CelebA folders); if set, builds on first use.
     d.image_size = (32, 32)  # (H, W) the model sees (images resized with data.resize).
     # Image filter of the input pipeline's resize and crop: 'nearest' *ref* (the reference resizes

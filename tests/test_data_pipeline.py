@@ -226,3 +226,65 @@ def test_pipeline_nearest_is_the_reference_rule(src, dst):
     np.testing.assert_array_equal(np.asarray(lowres), expected)
     pil = np.asarray(Image.fromarray(label).resize(dst[::-1], Image.Resampling.NEAREST))
     assert (pil != out_label).any()
+
+
+@pytest.mark.parametrize("name", ["demo", "demo_shapes"])
+def test_memory_source_serves_the_stored_scenes(data_dir, name):
+    """``data.source='memory'`` draws the scenes the TFDS builder stored (PNG-decoded images,
+    layouts, captions), each under its file name; TFDS stores them shuffled, so the order
+    differs."""
+    stored, drawn = (make_config(data_dir, name=name, source=s) for s in ("tfds", "memory"))
+    for split in ("train", "validation"):
+        a, b = sources.open_split(stored, split), sources.open_split(drawn, split)
+        assert len(a) == len(b)
+        by_name = {b[i]["file_name"]: b[i] for i in range(len(b))}
+        assert sorted(by_name) == sorted(a[i]["file_name"].decode() for i in range(len(a)))
+        for i in range(0, len(a), 7):
+            scene = by_name[a[i]["file_name"].decode()]
+            np.testing.assert_array_equal(a[i]["image"], scene["image"])
+            np.testing.assert_array_equal(a[i]["label"], scene["label"])
+            assert [c.decode() for c in a[i]["captions"]] == list(scene["captions"])
+
+
+def test_memory_source_refuses_what_it_cannot_serve(data_dir):
+    from gcd_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="generated data sets"):
+        sources.open_split(make_config(data_dir, name="cityscapes", source="memory"), "train")
+    with pytest.raises(ConfigError, match="whole splits"):
+        sources.open_split(make_config(data_dir, source="memory"), "train[:50%]")
+    with pytest.raises(ConfigError, match="Unknown config.data.source 'tfrecord'"):
+        sources.open_split(make_config(data_dir, source="tfrecord"), "train")
+
+
+def test_memory_source_needs_no_tensorflow(tmp_path):
+    """With TensorFlow and TFDS unimportable, the training loop's modules import, the memory
+    source feeds a batch, and the metric log writes metrics.jsonl (no TensorBoard)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, json
+sys.modules["tensorflow"] = sys.modules["tensorflow_datasets"] = None  # ImportError on import
+from experiments import demo
+from gcd_jax.cli import evaluate, sample, train  # noqa: F401
+from gcd_jax.data import pipeline
+from gcd_jax.models import text
+from gcd_jax.training import loop, metric_log  # noqa: F401
+config = demo.get_config("tiny")
+config.data.source = "memory"
+data = pipeline.create_train_iterator(config, lambda c: text.tokenize_bytes(c, max_length=64))
+batch = next(data)
+data.close()
+assert batch["image"].shape == (8, 32, 32, 3), batch["image"].shape
+log = metric_log.MetricLog({str(tmp_path)!r}, 0, 1, True)
+log.write(1, {{"loss": 1.0, "loss_img": 0.5, "loss_lbl": 0.5}})
+log.close()
+assert json.loads(open({str(tmp_path / "metrics.jsonl")!r}).read())["loss"] == 1.0
+assert "tensorflow" not in [m for m in sys.modules if sys.modules[m] is not None]
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=os.getcwd()
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

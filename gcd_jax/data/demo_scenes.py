@@ -22,7 +22,7 @@ class DemoConfig(tfds.core.BuilderConfig):
 
     num_train: int = DEFAULT_NUM_TRAIN
     num_validation: int = scenes.num_validation(DEFAULT_NUM_TRAIN)
-    seed: int = 0
+    seed: int = scenes.SEED
 
 
 def demo_config(num_train: int, builder: type | None = None) -> DemoConfig:

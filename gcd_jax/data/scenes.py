@@ -198,6 +198,7 @@ def generate_scene(rng: np.random.Generator) -> dict:
 
 
 STREAMS = {"train": 0, "validation": 1}  # Independent example streams per split.
+SEED = 0  # The demo data sets' scene seed (the TFDS builders' DemoConfig.seed).
 
 
 def num_validation(num_train: int) -> int:

@@ -1,11 +1,24 @@
-"""What a user sees of a training run: a progress bar, TensorBoard events, a JSON-lines log."""
+"""What a user sees of a training run: a progress bar, TensorBoard events, a JSON-lines log.
+
+TensorBoard events need TensorFlow; where it is not installed (an accelerator image with JAX
+only) the run says so once and writes metrics.jsonl alone."""
 
 import json
 import os
 import time
 
-import tensorflow as tf
 import tqdm
+from absl import logging
+
+
+def _summary():
+    """``tf.summary``, or None (with a warning) where TensorFlow is not installed."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        logging.warning("TensorFlow is not installed: no TensorBoard events, metrics.jsonl only.")
+        return None
+    return tf.summary
 
 
 class MetricLog:
@@ -27,7 +40,10 @@ class MetricLog:
         if is_main:
             os.makedirs(workdir, exist_ok=True)
             self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-            self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+            self._summary = _summary()
+            self._tb = self._summary and self._summary.create_file_writer(
+                os.path.join(workdir, "tensorboard")
+            )
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         """Logs ``metrics`` (host floats) at ``step`` and advances the progress bar to it."""
@@ -43,9 +59,11 @@ class MetricLog:
             return
         self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self._jsonl.flush()
+        if self._tb is None:
+            return
         with self._tb.as_default(step=step):
             for name, value in metrics.items():
-                tf.summary.scalar(name, value)
+                self._summary.scalar(name, value)
         self._tb.flush()
 
     def message(self, text: str) -> None:
@@ -55,4 +73,5 @@ class MetricLog:
         self._bar.close()
         if self._is_main:
             self._jsonl.close()
-            self._tb.close()
+            if self._tb is not None:
+                self._tb.close()
