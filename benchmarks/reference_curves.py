@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -48,8 +49,8 @@ from benchmarks import configs  # noqa: E402
 from gcd_jax.convert import torch_names  # noqa: E402
 from gcd_jax.data import scenes  # noqa: E402
 from gcd_jax.diffusion import categorical, joint  # noqa: E402
-from gcd_jax.models.networks import Apply  # noqa: E402
-from gcd_jax.training import train_state  # noqa: E402
+from gcd_jax.models.networks import Apply, build_networks  # noqa: E402
+from gcd_jax.training import train_state, train_step  # noqa: E402
 
 # The U-Net both implementations train: 32×32 demo scenes, K = 8, three levels.
 CASE = dict(
@@ -264,13 +265,15 @@ def first_step(process: joint.Process, key: jax.Array, batch_size: int) -> jax.A
 
 
 class Ours:
-    """gcd_jax: ``joint.loss`` on the Flax U-Net and ``train_state.make_optimizer`` (Adam, no
-    warm-up or clipping) in one jitted step like ``train.train_step`` (text embeddings given, no
-    EMA); compiled once and shared by the seeds (``reset`` starts a new run).
+    """gcd_jax: the library's train step (``train_step.train_step``: ``joint.loss`` on the Flax
+    U-Net, ``train_state.make_optimizer``'s Adam without warm-up or clipping, the EMA update),
+    given the batch's text embeddings; compiled once and shared by the seeds (``reset`` starts a
+    new run).
 
-    ``matched``: an ablation that trains with the reference's two known departures from docs/design.md §3,
-    its keep table (``reference_keep_schedule``) and a zero layout term at i = 0. The evaluation
-    always uses the reference's table, so that it compares weights, not loss definitions.
+    ``matched``: an ablation that trains with the reference's two known departures from
+    docs/design.md §3, its keep table (``reference_keep_schedule``) and a zero layout term at
+    i = 0: a loss the library does not have, so its step is written here. The evaluation always
+    uses the reference's table, so that it compares weights, not loss definitions.
     """
 
     def __init__(self, config, model, matched: bool):
@@ -280,29 +283,63 @@ class Ours:
         self.eval_process = dataclasses.replace(process, label_logsnr=table)
         self.process = self.eval_process if matched else process
         self.optimizer = train_state.make_optimizer(config.optim)
-        self._step = jax.jit(self._train_step, donate_argnums=(0, 1))
+        config.train.norm_metrics = False  # the reference logs no norms
+        nets = dataclasses.replace(build_networks(config), unet=model)
+        library_step = functools.partial(
+            train_step.train_step,
+            nets=nets,
+            process=self.process,
+            optimizer=self.optimizer,
+            config=config,
+        )
+        self._library_step = jax.jit(library_step)
+        self._step = jax.jit(self._matched_step, donate_argnums=(0, 1))
         self._lockstep = jax.jit(self._lockstep_step, donate_argnums=(0, 1))
         self._eval = jax.jit(self._eval_loss)
 
     def reset(self, params, seed: int) -> "Ours":
         self.params = jax.tree.map(jnp.array, params)
         self.opt_state = self.optimizer.init(self.params)
+        self.library_opt_state = self.optimizer.init({"unet": self.params})  # the library's tree
         self.key = jax.random.key(seed)
         return self
 
     def _denoise(self, params):
         return lambda *args, **kwargs: self.model.apply({"params": params}, *args, **kwargs)
 
-    def _train_step(self, params, opt_state, batch, key):
+    def _run_library_step(self, batch: dict, step: int) -> tuple:
+        """One ``train_step.train_step`` from (params, Adam state) at ``step``: its key is
+        ``fold_in(key(seed), step)``, as the matched step's."""
+        wrap = {"unet": self.params}
+        state = train_state.TrainState(
+            step=jnp.asarray(step, jnp.int32),
+            params=wrap,
+            ema_params=wrap,
+            opt_state=self.library_opt_state,
+            key=jax.random.key_data(self.key),
+        )
+        b = batch["image"].shape[0]
+        inputs = dict(
+            image=batch["image"],
+            label=batch["label"],
+            text=batch["text"],
+            mask=batch["text_mask"],
+            has_text=np.ones(b, bool),
+        )
+        state, metrics = self._library_step(state, inputs, {})
+        self.params, self.library_opt_state = state.params["unet"], state.opt_state
+        first = first_step(self.process, jax.random.fold_in(self.key, step), b)
+        return metrics["loss_img"], metrics["loss_lbl"], jnp.sum(first)
+
+    def _matched_step(self, params, opt_state, batch, key):
         first = first_step(self.process, key, batch["image"].shape[0])
 
         def mean_loss(params):
             has_text = jnp.ones(first.shape, bool)
             inputs = dict(batch, mask=batch["text_mask"], has_text=has_text)
             out = joint.loss(self.process, Apply(self.model), {"unet": params}, inputs, key)
-            if self.matched:
-                out["loss_lbl"] = jnp.where(first, 0.0, out["loss_lbl"])
-                out["loss"] = out["loss_img"] + out["loss_lbl"]
+            out["loss_lbl"] = jnp.where(first, 0.0, out["loss_lbl"])
+            out["loss"] = out["loss_img"] + out["loss_lbl"]
             return jnp.mean(out["loss"]), out
 
         grads, out = jax.grad(mean_loss, has_aux=True)(params)
@@ -314,7 +351,9 @@ class Ours:
         """One Adam step with ``joint.loss``'s own draws, or (lock-step) with the reference's
         ``draws`` and ``y_t`` through ``loss_from_draws`` and the reference's loss definitions.
         Returns the mean loss terms and the number of i = 0 examples."""
-        if draws is None:
+        if draws is None and not self.matched:
+            terms = self._run_library_step(batch, step)
+        elif draws is None:
             key = jax.random.fold_in(self.key, step)
             self.params, self.opt_state, terms = self._step(self.params, self.opt_state, batch, key)
         else:

@@ -362,3 +362,43 @@ def test_compiled_programs_are_reused_only_for_the_same_config_and_mesh(monkeypa
     ):
         assert loop._compiled(*args, Jitted(), 1)[0] is not first
     assert len(lowered) == 4
+
+
+def test_gradient_step_takes_given_text_embeddings():
+    """A batch carrying ``text`` (embeddings computed beforehand) instead of ``tokens``: the
+    same loss and U-Net gradient as encoding the tokens in the step, and no gradient for the text
+    encoder it did not run; a batch with both, or neither, is refused."""
+    from gcd_jax.diffusion import joint
+    from gcd_jax.models.networks import build_networks
+
+    config = small_demo_config("unused")
+    nets, process = build_networks(config), joint.Process.from_config(config)
+    rng = np.random.default_rng(0)
+    state = initial_state()
+    # The zero-initialised output heads drawn at random, so that every layer gets a gradient.
+    params = jax.tree.map(
+        lambda x: rng.normal(0, 0.02, x.shape).astype(x.dtype) if x.ndim > 1 and not x.any() else x,
+        state.params,
+    )
+    state = state.replace(params=params)
+    tokens, mask = nets.text.tokenize(["a red square", "two green circles"])
+    batch = dict(
+        image=rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32),
+        label=rng.integers(0, 8, (2, 32, 32)).astype(np.int32),
+        mask=mask,
+        has_text=np.array([True, False]),
+    )
+    gradient = jax.jit(
+        functools.partial(train_step.gradient_step, nets=nets, process=process, config=config)
+    )
+    grads, metrics = gradient(state, dict(batch, tokens=tokens), {})
+    text = nets.encode_text(state.params, {}, tokens, mask)
+    given_grads, given_metrics = gradient(state, dict(batch, text=text), {})
+    np.testing.assert_allclose(given_metrics["loss"], metrics["loss"], rtol=1e-6)
+    for a, b in zip(leaves(given_grads["unet"]), leaves(grads["unet"]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert all(not np.any(g) for g in leaves(given_grads["text"]))
+    assert any(np.any(g) for g in leaves(grads["text"]))
+    for bad in (dict(batch, tokens=tokens, text=text), batch):
+        with pytest.raises(ValueError, match="'tokens' or 'text'"):
+            gradient(state, bad, {})

@@ -45,14 +45,22 @@ def gradient_step(
     has_text}`` (averaged over ``train.grad_accum_steps`` micro-batches) and the loss metrics
     (means over the batch).
 
+    Text: the batch's ``tokens`` go through the text encoder; a batch may instead carry the
+    encoder's output, ``text`` float ``[B, L, D]`` (embeddings computed beforehand, as the
+    authors' step takes ``text_embeds``), which the step uses as given. ``mask`` marks the real
+    positions either way.
+
     RNG: ``fold_in(state.key, step)``, then per micro-batch; the process splits it by purpose.
     """
+    if ("text" in batch) == ("tokens" in batch):
+        raise ValueError(f"A train batch has 'tokens' or 'text', one of them; got {sorted(batch)}.")
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     num_micro = config.train.grad_accum_steps
 
     def loss_fn(params, micro, micro_key):
-        text = nets.encode_text(params, frozen, micro["tokens"], micro["mask"])
-        inputs = dict(micro, text=text)
+        inputs = dict(micro)
+        if "tokens" in micro:
+            inputs["text"] = nets.encode_text(params, frozen, inputs.pop("tokens"), micro["mask"])
         per_example = joint.loss(process, nets.apply, params, inputs, micro_key)  # [B]
         return jnp.mean(per_example["loss"]), per_example
 
