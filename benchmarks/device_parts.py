@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from benchmarks.train_step import timed_steps
 from gcd_jax import sharding
 from gcd_jax.diffusion import joint
 from gcd_jax.inference import generation
@@ -149,14 +150,7 @@ def time_step(config, mesh, per_device: int, steps: int, peak: float | None, mad
     if limit and plan > limit:
         raise MemoryError(f"XLA plans {plan / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB")
     flops = float(compiled.cost_analysis()["flops"])
-    state, metrics = compiled(state, batch, frozen)  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, batch, frozen)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t0)
+    state, metrics, times = timed_steps(compiled, state, batch, frozen, steps)
     made["init"] = (nets, optimizer, state, frozen)
     step_s = statistics.median(times)
     stats = jax.devices()[0].memory_stats() or {}

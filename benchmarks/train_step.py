@@ -44,6 +44,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def timed_steps(compiled, state, batch, frozen, steps: int) -> tuple:
+    """``(state, metrics, seconds of each step)``: one warm-up step, then ``steps`` timed ones,
+    each waited for."""
+    import jax
+
+    state, metrics = compiled(state, batch, frozen)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, batch, frozen)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+    return state, metrics, times
+
+
 def measure(name: str, steps: int, variant: str = "default") -> dict:
     import jax
     import numpy as np
@@ -95,14 +111,7 @@ def measure(name: str, steps: int, variant: str = "default") -> dict:
     flops = compiled.cost_analysis()["flops"]
     if steps == 0:  # compile only (the --cached second start)
         return {"compile_s": compile_s}
-    state, metrics = compiled(state, batch, frozen)  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, batch, frozen)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t0)
+    state, metrics, times = timed_steps(compiled, state, batch, frozen, steps)
     return {
         "config": name,
         "variant": variant_name,
