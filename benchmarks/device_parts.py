@@ -55,32 +55,19 @@ FULL = Sizes(8, 0, 5, (8, 32), 100, 4, 200, 24, 16, (1024, 2048))
 TINY = Sizes(1, 1, 1, (8,), 2, 1, 2, 2, 1, (64, 128))
 
 
-def shrink(config: ml_collections.ConfigDict, size: tuple[int, int] = (16, 32)):
-    """``config`` (Cityscapes base or SR, the demo) at a tiny size, which XLA:CPU compiles fast:
-    dim 16 (two channels per GroupNorm group: at one, bfloat16 strays further from float32),
-    one level with one block, no self-attention for SR, images of ``size`` (SR: twice that)."""
-    m = config.model
-    m.update(dim=16, dim_mults=(1,), num_res_blocks=(1,), attn_heads=1, attn_dim_head=8)
-    m.update(mid_cross_attn_heads=1, mid_cross_attn_dim_head=8, num_latents=4)
-    m.update(resampler_max_len=max(16, config.text.max_length), cross_attn_levels=(True,))
-    m.attn_levels = (not m.sr,)
-    config.data.image_size = (2 * size[0], 2 * size[1]) if m.sr else size
-    if m.sr:
-        m.lowres_size = size
-    return config
-
-
 def cityscapes(sr: bool, tiny: bool, **model) -> ml_collections.ConfigDict:
-    """experiments/cityscapes(_sr).py with the text of the module docstring, one step program."""
+    """experiments/cityscapes(_sr).py (``:tiny`` at the tiny size) with a learned byte text
+    encoder in place of T5 (at full size T5-large's width and length, 1024 x 256, so that no
+    weights are loaded), one step program."""
     from experiments import cityscapes as base
     from experiments import cityscapes_sr
 
-    config = (cityscapes_sr if sr else base).get_config()
-    width, length = (32, 32) if tiny else (1024, 256)
-    config.text.update(encoder="learned", depth=0, embed_dim=width, max_length=length)
+    config = (cityscapes_sr if sr else base).get_config("tiny" if tiny else None)
+    if not tiny:
+        config.text.update(encoder="learned", depth=0, embed_dim=1024, max_length=256)
     config.train.step_programs = "one"  # what 'auto' gives on GPU/TPU, also on CPU here
     config.model.update(model)
-    return shrink(config) if tiny else config
+    return config
 
 
 def synthetic_batch(config, global_batch: int, mesh, seed: int = 0) -> dict:
@@ -435,11 +422,11 @@ def pipeline_rows(tiny: bool, sizes: Sizes, consumes: dict[str, float]) -> list[
 def demo_rows(tiny: bool, sizes: Sizes, out_dir: str) -> list[dict]:
     """Part (f): the first ``sizes.demo_steps`` steps of experiments/demo.py through the training
     loop (``training.loop.train``: data generation, init, compile, steps, checkpoint), as on a
-    fresh machine; the loss as logged. Tiny: 64 scenes, ``shrink``'s U-Net."""
+    fresh machine; the loss as logged. Tiny: 64 scenes, ``experiments.base.shrink``'s U-Net."""
     import json
     import shutil
 
-    from experiments import demo
+    from experiments import base, demo
     from gcd_jax.training import loop
 
     config = demo.get_config()
@@ -451,7 +438,7 @@ def demo_rows(tiny: bool, sizes: Sizes, out_dir: str) -> list[dict]:
     if tiny:
         config.data.num_demo_examples = 64
         config.train.global_batch_size = 8
-        shrink(config, tuple(config.data.image_size))
+        base.shrink(config, tuple(config.data.image_size))
     workdir = os.path.join(out_dir, "demo_workdir")
     shutil.rmtree(workdir, ignore_errors=True)  # from scratch, not resumed
     t0 = time.perf_counter()

@@ -30,6 +30,28 @@ def variants(path: str, arg: str | None, known: tuple[str, ...]) -> set[str]:
     return set(names)
 
 
+def shrink(
+    c: ml_collections.ConfigDict, size: tuple[int, int] = (16, 32), byte_text: bool = False
+) -> None:
+    """``c`` (a Cityscapes/CelebA base or SR experiment) with a U-Net and text that XLA:CPU
+    compiles in seconds, the experiments' ``tiny`` variants (a smoke run, and the device check's
+    tiny size): dim 16 (two channels per GroupNorm group: at one, bfloat16 strays further from
+    float32), one level with one block, self-attention in the base model only, images of
+    ``size`` (SR: twice that, from ``size``); with ``byte_text`` a learned byte text encoder of
+    width 32 over 32 bytes (no T5 to load). The diffusion, optimizer and data settings stay the
+    experiment's."""
+    m = c.model
+    m.update(dim=16, dim_mults=(1,), num_res_blocks=(1,), attn_heads=1, attn_dim_head=8)
+    m.update(mid_cross_attn_heads=1, mid_cross_attn_dim_head=8, num_latents=4)
+    if byte_text:
+        c.text.update(encoder="learned", depth=0, embed_dim=32, max_length=32)
+    m.update(resampler_max_len=max(16, c.text.max_length), cross_attn_levels=(True,))
+    m.attn_levels = (not m.sr,)
+    c.data.image_size = (2 * size[0], 2 * size[1]) if m.sr else size
+    if m.sr:
+        m.lowres_size = size
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = variants("experiments/base.py", arg, ("tiny",))
     c = ml_collections.ConfigDict()

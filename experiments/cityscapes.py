@@ -5,6 +5,10 @@ f5f8049); sample as its ``test_base.sh`` does with ``--mode sample``.
 
     python run.py --config experiments/cityscapes.py --workdir /path/to/workdir \
         --config.data.manual_dir=/path/to/cityscapes
+
+Variant ``tiny`` (``experiments/cityscapes.py:tiny``): the same recipe with a U-Net and text
+encoder that compile in seconds on a CPU, at 16x32 (``base.shrink``): a smoke run, and the
+device check's tiny size.
 """
 
 import ml_collections
@@ -12,7 +16,8 @@ import ml_collections
 from experiments import base
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = base.variants("experiments/cityscapes.py", arg, ("tiny",))
     c = base.get_config()
     c.data.name = "cityscapes"
     c.data.image_size = (128, 256)  # *ref* train_base_128x256.sh --model_type base_128x256
@@ -40,4 +45,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample.noise_schedule_lbl = "cosine_p"
     # bfloat16 compute on GPU/TPU, float32 on CPU; *ref* --fp16 (fp16 autocast, fp32 weights).
     c.model.dtype = "auto"
+    if "tiny" in variant:
+        base.shrink(c, byte_text=True)
     return c

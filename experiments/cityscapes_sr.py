@@ -10,10 +10,12 @@ from a base workdir (the cascade) or from a given image and layout.
 
 import ml_collections
 
-from experiments import cityscapes
+from experiments import base, cityscapes
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Variant ``tiny``: as ``experiments/cityscapes.py:tiny``, 16x32 -> 32x64."""
+    variant = base.variants("experiments/cityscapes_sr.py", arg, ("tiny",))
     c = cityscapes.get_config()
     c.data.image_size = (256, 512)  # *ref* --model_type sr_128x256_256x512
     c.model.sr = True
@@ -42,4 +44,6 @@ def get_config() -> ml_collections.ConfigDict:
     # sample.noise_schedule_lbl=linear to sample as it does.
     c.sample.noise_schedule = ""
     c.sample.noise_schedule_lbl = ""
+    if "tiny" in variant:
+        base.shrink(c, byte_text=True)
     return c

@@ -8,7 +8,7 @@ from conftest import small_demo_config
 from ml_collections import config_flags
 
 from benchmarks import configs
-from experiments import base, demo, demo_sr
+from experiments import base, cityscapes, cityscapes_sr, demo, demo_sr
 
 
 def parsed(*args) -> dict:
@@ -49,9 +49,30 @@ def test_variants_compose():
     assert demo_sr.get_config("base,tiny").data.image_size == (16, 16)
 
 
+def test_cityscapes_tiny_keeps_the_recipe_and_shrinks_the_networks():
+    """``experiments/cityscapes(_sr).py:tiny``: the experiment's data, diffusion and optimizer
+    fields, a one-level dim-16 U-Net and byte text instead of T5, at 16x32 (SR 32x64 from
+    16x32)."""
+    full, tiny = cityscapes.get_config(), cityscapes.get_config("tiny")
+    for section in ("diffusion", "optim", "train", "sample"):
+        assert tiny[section].to_dict() == full[section].to_dict(), section
+    assert tiny.data.name == "cityscapes" and tiny.data.num_classes == 20
+    assert tiny.data.image_size == (16, 32) and tiny.model.dim_mults == (1,)
+    assert tiny.text.encoder == "learned" and full.text.encoder == "t5"
+    sr = cityscapes_sr.get_config("tiny")
+    assert sr.model.sr and sr.data.image_size == (32, 64) and sr.model.lowres_size == (16, 32)
+    assert sr.diffusion.to_dict() == cityscapes_sr.get_config().diffusion.to_dict()
+    assert parsed("--config=experiments/cityscapes_sr.py:tiny") == sr.to_dict()
+
+
 @pytest.mark.parametrize(
     "module, arg, known",
-    [(demo, "large", "shapes, tiny"), (demo, "tiny,big", "shapes, tiny"), (base, "x", "tiny")],
+    [
+        (demo, "large", "shapes, tiny"),
+        (demo, "tiny,big", "shapes, tiny"),
+        (base, "x", "tiny"),
+        (cityscapes, "small", "tiny"),
+    ],
 )
 def test_an_unknown_variant_names_the_known_ones(module, arg, known):
     with pytest.raises(ValueError, match=rf"unknown variant .*; known: {known} \("):
