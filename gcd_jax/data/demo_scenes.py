@@ -65,8 +65,7 @@ class DemoScenes(builder_lib.ArrayRecordByDefault, tfds.core.GeneratorBasedBuild
 
     def _generate_examples(self, split: str, count: int) -> Iterator[tuple[int, dict]]:
         for index in range(count):
-            scene = self.example(self.builder_config.seed, scenes.STREAMS[split], index)
-            yield index, {**scene, "file_name": f"{split}_{index:06d}"}
+            yield index, scenes.named_scene(self.example, self.builder_config.seed, split, index)
 
     @staticmethod
     def example(seed: int, stream: int, index: int) -> dict:

@@ -201,6 +201,13 @@ STREAMS = {"train": 0, "validation": 1}  # Independent example streams per split
 SEED = 0  # The demo data sets' scene seed (the TFDS builders' DemoConfig.seed).
 
 
+def named_scene(example, seed: int, split: str, index: int) -> dict:
+    """Scene ``index`` of ``split`` as the demo data sets hold it (the TFDS builders store it,
+    ``data.source='memory'`` serves it): ``example(seed, STREAMS[split], index)`` with its file
+    name."""
+    return {**example(seed, STREAMS[split], index), "file_name": f"{split}_{index:06d}"}
+
+
 def num_validation(num_train: int) -> int:
     """Validation scenes of a demo set with ``num_train`` training scenes."""
     return max(64, num_train // 8)

@@ -170,8 +170,7 @@ class GeneratedScenes(Sequence):
         if not 0 <= index < self._count:
             raise IndexError(index)
         if index not in self._cache:
-            scene = self._example(scenes.SEED, scenes.STREAMS[self._split], index)
-            self._cache[index] = {**scene, "file_name": f"{self._split}_{index:06d}"}
+            self._cache[index] = scenes.named_scene(self._example, scenes.SEED, self._split, index)
         return self._cache[index]
 
 
