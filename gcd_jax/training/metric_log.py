@@ -40,10 +40,9 @@ class MetricLog:
         if is_main:
             os.makedirs(workdir, exist_ok=True)
             self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-            self._summary = _summary()
-            self._tb = self._summary and self._summary.create_file_writer(
-                os.path.join(workdir, "tensorboard")
-            )
+            self._summary = _summary()  # None: no TensorBoard
+            if self._summary is not None:
+                self._tb = self._summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         """Logs ``metrics`` (host floats) at ``step`` and advances the progress bar to it."""
@@ -59,7 +58,7 @@ class MetricLog:
             return
         self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self._jsonl.flush()
-        if self._tb is None:
+        if self._summary is None:
             return
         with self._tb.as_default(step=step):
             for name, value in metrics.items():
@@ -73,5 +72,5 @@ class MetricLog:
         self._bar.close()
         if self._is_main:
             self._jsonl.close()
-            if self._tb is not None:
+            if self._summary is not None:
                 self._tb.close()
