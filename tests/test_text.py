@@ -250,3 +250,30 @@ def test_words_encoder_from_config_and_unknown_vocabulary():
     config.text.vocabulary = "klingon"
     with pytest.raises(ValueError, match=r"'klingon'.*\['demo', 'demo_shapes'\]"):
         text.build_text_encoder(config)
+
+
+def test_demo_words_encoder_has_no_layers_and_keeps_each_word_apart():
+    """The demo's encoder (text.depth = 0): a word's output is LayerNorm(embedding + position),
+    computed by hand here, so it depends on neither the other words nor the caption's length."""
+    from experiments import demo
+
+    encoder = text.build_text_encoder(demo.get_config())
+    captions = [
+        "A large cyan bar in the center.",
+        "A large orange ring at the top and a red square.",
+    ]
+    tokens, mask = encoder.tokenize(captions)
+    params = encoder.module.init(jax.random.key(0), tokens, mask)
+    out = np.asarray(encoder.module.apply(params, tokens, mask))
+    p = params["params"]
+    x = (
+        np.asarray(p["token_embedding"]["embedding"])[tokens]
+        + np.asarray(p["position_embedding"])[: tokens.shape[1]]
+    )
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    norm = p["final_norm"]
+    want = (x - mean) / np.sqrt(var + 1e-6) * np.asarray(norm["scale"]) + np.asarray(norm["bias"])
+    np.testing.assert_allclose(out, np.where(mask[..., None], want, 0.0), atol=1e-5)
+    # "A large" share their outputs across the two captions; "cyan" and "orange" do not.
+    np.testing.assert_allclose(out[0, :2], out[1, :2], atol=1e-6)
+    assert np.linalg.norm(out[0, 2] - out[1, 2]) > 0.5 * np.linalg.norm(out[0, 2])
